@@ -1,0 +1,277 @@
+//! The compiled rule index and evaluation.
+//!
+//! Rules are compiled once into an immutable [`RuleIndex`]: per source kind, the rules that
+//! apply to it in ascending rule id, and for every (kind, field) pair one `RegexSet` holding
+//! the patterns of all regex rules that read that field. Evaluating an event costs one pass
+//! per field that some rule reads, not one pass per rule; only the rules the set reports run
+//! their own regex again, to capture the matched text for evidence.
+//!
+//! Operational state (disabled, clipped) lives beside the compiled rules, so a state change
+//! swaps a small table instead of recompiling patterns. The index does no I/O and keeps no
+//! counters: rate limiting happens after evaluation (see [`crate::ratelimit`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use regex::RegexSet;
+
+use crate::catalogue::technique_url;
+use crate::event::EvalEvent;
+use crate::evidence::Evidence;
+use crate::kind::SourceKind;
+use crate::pack::Pack;
+use crate::rule::{Matcher, RuleDef};
+use crate::state::{RuleMode, StateTable};
+use crate::tag::{CONFIDENCE_FLOOR, Tag, round4, tag_id};
+
+/// Why a tag was computed but not written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuppressReason {
+    /// Final confidence under [`CONFIDENCE_FLOOR`].
+    BelowFloor,
+    /// The rule exceeded its per-anchor budget in the window.
+    RateLimited,
+}
+
+impl SuppressReason {
+    /// `below_floor` or `rate_limited`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuppressReason::BelowFloor => "below_floor",
+            SuppressReason::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// A tag the engine computed and then withheld.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Suppressed {
+    /// The tag as it would have been written (its computed confidence included).
+    pub tag: Tag,
+    /// Why it was withheld.
+    pub reason: SuppressReason,
+    /// The rule's mode at evaluation.
+    pub mode: RuleMode,
+}
+
+/// What one event produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evaluation {
+    /// Tags to write, in rule order then emit order.
+    pub tags: Vec<Tag>,
+    /// Tags withheld by the floor.
+    pub suppressed: Vec<Suppressed>,
+}
+
+/// Compiled size allowed for one field's set: the sum of its members' 1 MiB limits for a
+/// pack of 64 rules on one field.
+const SET_SIZE_LIMIT: usize = 64 << 20;
+
+/// Rules of one field, matched together.
+#[derive(Debug)]
+struct FieldGroup {
+    field: String,
+    set: RegexSet,
+    /// Per pattern of the set: the rule's position in the index and the field's priority in
+    /// the rule's field list (lower wins for `matched_tokens`).
+    members: Vec<(usize, usize)>,
+}
+
+#[derive(Debug, Default)]
+struct KindIndex {
+    /// Positions of the rules applying to this kind, ascending.
+    rules: Vec<usize>,
+    groups: Vec<FieldGroup>,
+}
+
+/// An immutable, compiled rule index.
+#[derive(Debug)]
+pub struct RuleIndex {
+    rules: Vec<Arc<RuleDef>>,
+    modes: Vec<RuleMode>,
+    kinds: Arc<HashMap<SourceKind, KindIndex>>,
+}
+
+impl RuleIndex {
+    /// Compile a pack with every rule enabled.
+    pub fn new(pack: &Pack) -> RuleIndex {
+        RuleIndex::with_states(pack, &StateTable::default())
+    }
+
+    /// Compile a pack under the given operational states.
+    pub fn with_states(pack: &Pack, states: &StateTable) -> RuleIndex {
+        let rules: Vec<Arc<RuleDef>> = pack.rules().iter().cloned().map(Arc::new).collect();
+        let modes = rules.iter().map(|r| states.mode(&r.rule_id)).collect();
+        let mut kinds: HashMap<SourceKind, KindIndex> = HashMap::new();
+        for kind in SourceKind::ALL {
+            let index = build_kind(&rules, kind);
+            if !index.rules.is_empty() {
+                kinds.insert(kind, index);
+            }
+        }
+        RuleIndex { rules, modes, kinds: Arc::new(kinds) }
+    }
+
+    /// The same compiled rules under new states: no pattern is recompiled.
+    pub fn restate(&self, states: &StateTable) -> RuleIndex {
+        let modes = self.rules.iter().map(|r| states.mode(&r.rule_id)).collect();
+        RuleIndex { rules: self.rules.clone(), modes, kinds: Arc::clone(&self.kinds) }
+    }
+
+    /// The compiled rules, in rule-id order.
+    pub fn rules(&self) -> impl Iterator<Item = (&RuleDef, RuleMode)> {
+        self.rules.iter().map(AsRef::as_ref).zip(self.modes.iter().copied())
+    }
+
+    /// Whether some rule applies to `kind`.
+    pub fn covers(&self, kind: SourceKind) -> bool {
+        self.kinds.contains_key(&kind)
+    }
+
+    /// Evaluate one event: the `RegexSet` path.
+    pub fn evaluate(&self, event: &EvalEvent, now: DateTime<Utc>) -> Evaluation {
+        let Some(index) = self.kinds.get(&event.kind) else {
+            return Evaluation::default();
+        };
+        // For each fired rule, the highest-priority field that matched.
+        let mut fired: Vec<(usize, usize, &str)> = Vec::new();
+        for group in &index.groups {
+            let Some(haystack) = event.haystack(&group.field) else { continue };
+            for hit in group.set.matches(haystack).iter() {
+                let (rule, priority) = group.members[hit];
+                if !self.modes[rule].is_active() {
+                    continue;
+                }
+                match fired.iter_mut().find(|(r, _, _)| *r == rule) {
+                    Some(entry) if entry.1 > priority => *entry = (rule, priority, &group.field),
+                    Some(_) => {}
+                    None => fired.push((rule, priority, &group.field)),
+                }
+            }
+        }
+        fired.sort_unstable_by_key(|(rule, _, _)| *rule);
+
+        let mut out = Evaluation::default();
+        for (rule, _, field) in fired {
+            let haystack = event.haystack(field).unwrap_or_default();
+            let Matcher::Regex(matcher) = &self.rules[rule].matcher;
+            let token = matcher.regex.find(haystack).map(|m| m.as_str());
+            self.fire(rule, event, token, now, &mut out);
+        }
+        out
+    }
+
+    /// Evaluate one event by running every applicable rule's regex in turn. Gives the same
+    /// result as [`RuleIndex::evaluate`]; kept as the reference the set path is tested and
+    /// benchmarked against.
+    pub fn evaluate_sequential(&self, event: &EvalEvent, now: DateTime<Utc>) -> Evaluation {
+        let mut out = Evaluation::default();
+        let Some(index) = self.kinds.get(&event.kind) else {
+            return out;
+        };
+        for &rule in &index.rules {
+            if !self.modes[rule].is_active() {
+                continue;
+            }
+            let Matcher::Regex(matcher) = &self.rules[rule].matcher;
+            let token = matcher
+                .fields_for(event.kind)
+                .into_iter()
+                .filter_map(|field| event.haystack(field))
+                .find_map(|haystack| matcher.regex.find(haystack));
+            if let Some(token) = token {
+                self.fire(rule, event, Some(token.as_str()), now, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Turn one firing rule into tags (or floor suppressions), one per emit.
+    fn fire(&self, rule: usize, event: &EvalEvent, token: Option<&str>, now: DateTime<Utc>, out: &mut Evaluation) {
+        let def = &self.rules[rule];
+        let mode = self.modes[rule];
+        if event.attacker_uuid.is_none() && event.identity_uuid.is_none() {
+            return;
+        }
+        let mut evidence = Evidence::from_payload(event.kind, &def.evidence_fields, &event.payload);
+        if let Some(token) = token {
+            evidence.insert_tokens(event.kind, &[token]);
+        }
+        let evidence = evidence.bound();
+        for emit in &def.emits {
+            let confidence = mode.cap(round4(emit.confidence));
+            let tag = Tag {
+                uuid: tag_id(
+                    event.kind,
+                    &event.source_id,
+                    &def.rule_id,
+                    def.rule_version,
+                    &emit.technique_id,
+                    emit.sub_technique_id.as_deref(),
+                ),
+                source_kind: event.kind,
+                source_id: event.source_id.clone(),
+                attacker_uuid: if event.kind == SourceKind::Identity { None } else { event.attacker_uuid },
+                identity_uuid: event.identity_uuid,
+                session_id: event.session_id.clone(),
+                decky_id: event.decky_id.clone(),
+                tactic: emit.tactic.clone(),
+                technique_id: emit.technique_id.clone(),
+                sub_technique_id: emit.sub_technique_id.clone(),
+                confidence,
+                rule_id: def.rule_id.clone(),
+                rule_version: def.rule_version,
+                evidence: evidence.clone(),
+                attack_release: def.attack_release.clone(),
+                mitre_url: technique_url(emit.attack_id()),
+                created_at: now,
+            };
+            if confidence < CONFIDENCE_FLOOR {
+                out.suppressed.push(Suppressed { tag, reason: SuppressReason::BelowFloor, mode });
+            } else {
+                out.tags.push(tag);
+            }
+        }
+    }
+}
+
+/// Index the rules applying to one kind, grouping regex rules by field.
+fn build_kind(rules: &[Arc<RuleDef>], kind: SourceKind) -> KindIndex {
+    let mut index = KindIndex::default();
+    let mut by_field: Vec<(String, Vec<String>, Vec<(usize, usize)>)> = Vec::new();
+    for (pos, rule) in rules.iter().enumerate() {
+        if !rule.applies_to.contains(&kind) {
+            continue;
+        }
+        index.rules.push(pos);
+        let Matcher::Regex(matcher) = &rule.matcher;
+        for (priority, field) in matcher.fields_for(kind).into_iter().enumerate() {
+            let slot = match by_field.iter().position(|(f, _, _)| f == field) {
+                Some(slot) => slot,
+                None => {
+                    by_field.push((field.to_owned(), Vec::new(), Vec::new()));
+                    by_field.len() - 1
+                }
+            };
+            by_field[slot].1.push(matcher.regex.as_str().to_owned());
+            by_field[slot].2.push((pos, priority));
+        }
+    }
+    for (field, patterns, members) in by_field {
+        let built = regex::RegexSetBuilder::new(&patterns).size_limit(SET_SIZE_LIMIT).build();
+        match built {
+            Ok(set) => index.groups.push(FieldGroup { field, set, members }),
+            // Every pattern compiled alone under the size limit, so only their combined size
+            // can fail here: fall back to one set per pattern rather than refuse the pack.
+            Err(_) => {
+                for (pattern, member) in patterns.iter().zip(members) {
+                    let set = RegexSet::new([pattern]).expect("compiled alone at load");
+                    index.groups.push(FieldGroup { field: field.clone(), set, members: vec![member] });
+                }
+            }
+        }
+    }
+    index
+}

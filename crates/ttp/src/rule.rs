@@ -1,0 +1,657 @@
+//! One rule definition: its typed form and the validator that builds it from YAML.
+//!
+//! A definition is what a rule author writes and reviews in git; its operational state lives
+//! apart (see [`crate::state`]). The validator walks the marked YAML tree of
+//! [`crate::yaml`] and collects every problem with its file, line, column and field path
+//! before giving up, so an author fixes a file in one pass. Pattern compilation is part of
+//! validation: a rule that loads is a rule that can run.
+
+use std::fmt;
+
+use chrono::NaiveDate;
+use regex::Regex;
+
+use crate::catalogue::Catalogue;
+use crate::evidence::{EvidenceKey, Origin};
+use crate::kind::SourceKind;
+use crate::pattern::{self, CMD_MACRO};
+use crate::yaml::{self, Node, Pos, Value};
+
+/// Default per-rule, per-anchor tag budget in a 60-second window.
+pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 60;
+/// The lowest base confidence a shipped rule may carry (L-band rules are not shipped).
+pub const MIN_BASE_CONFIDENCE: f64 = 0.60;
+
+/// A validated rule definition.
+#[derive(Debug, Clone)]
+pub struct RuleDef {
+    /// `R0015`.
+    pub rule_id: String,
+    /// Part of every tag id; bumped when what the rule matches or emits changes.
+    pub rule_version: u32,
+    /// `suid_search`.
+    pub name: String,
+    /// One-line explanation shown to operators.
+    pub description: String,
+    /// The ATT&CK release the rule was written against.
+    pub attack_release: String,
+    /// Source kinds the rule evaluates.
+    pub applies_to: Vec<SourceKind>,
+    /// How the rule decides to fire.
+    pub matcher: Matcher,
+    /// Techniques the rule emits, in file order.
+    pub emits: Vec<Emit>,
+    /// Payload keys copied into evidence.
+    pub evidence_fields: Vec<EvidenceKey>,
+    /// Per-anchor tag budget per minute.
+    pub rate_limit_per_minute: u32,
+    /// Last review date.
+    pub last_reviewed: Option<NaiveDate>,
+    /// Next review due.
+    pub next_review: Option<NaiveDate>,
+}
+
+impl RuleDef {
+    /// The highest base confidence: the rule's band and precision target follow from it.
+    pub fn top_confidence(&self) -> f64 {
+        self.emits.iter().map(|e| e.confidence).fold(0.0, f64::max)
+    }
+}
+
+/// The matcher of a rule.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// A regex over one or more string fields.
+    Regex(RegexMatcher),
+}
+
+/// A compiled regex matcher.
+#[derive(Debug, Clone)]
+pub struct RegexMatcher {
+    /// Fields in priority order; empty means the default field of each kind.
+    pub fields: Vec<String>,
+    /// The pattern as written, `{{cmd}}` unexpanded.
+    pub pattern: String,
+    /// The compiled, expanded pattern.
+    pub regex: Regex,
+}
+
+impl RegexMatcher {
+    /// The fields this matcher reads for events of `kind`, in priority order.
+    pub fn fields_for(&self, kind: SourceKind) -> Vec<&str> {
+        if self.fields.is_empty() {
+            return kind.default_field().into_iter().collect();
+        }
+        self.fields.iter().map(String::as_str).filter(|f| kind.has_string_field(f)).collect()
+    }
+}
+
+/// One technique a rule emits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Emit {
+    /// `TA0004`.
+    pub tactic: String,
+    /// The parent technique, `T1548`.
+    pub technique_id: String,
+    /// The sub-technique, `T1548.001`.
+    pub sub_technique_id: Option<String>,
+    /// Base confidence in [0.6, 1].
+    pub confidence: f64,
+}
+
+impl Emit {
+    /// The most specific id: the sub-technique when there is one.
+    pub fn attack_id(&self) -> &str {
+        self.sub_technique_id.as_deref().unwrap_or(&self.technique_id)
+    }
+}
+
+/// One validation problem, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    /// File name as the author knows it (`R0015.yaml`).
+    pub file: String,
+    /// Position in the file; line 0 when the problem concerns the whole file.
+    pub pos: Pos,
+    /// Field path (`emits[1].tactic`); empty for file-level problems.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.pos.line > 0 {
+            write!(f, ":{}:{}", self.pos.line, self.pos.col)?;
+        }
+        if self.path.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for RuleError {}
+
+/// Problems of one file, plus warnings that do not stop it loading.
+#[derive(Debug, Default)]
+pub struct Diagnostics {
+    /// Errors: the file does not load.
+    pub errors: Vec<RuleError>,
+    /// Warnings: the file loads (a past `next_review`, …).
+    pub warnings: Vec<RuleError>,
+}
+
+/// Parse and validate one rule file.
+///
+/// `file` names the file in messages, `stem` is the file name without `.yaml` (the rule id it
+/// must carry) and `today` decides whether a review is overdue.
+pub fn parse_rule(
+    file: &str,
+    stem: &str,
+    text: &str,
+    catalogue: &Catalogue,
+    today: NaiveDate,
+) -> Result<(RuleDef, Vec<RuleError>), Diagnostics> {
+    let mut v = Validator { file, catalogue, diag: Diagnostics::default() };
+    let root = match yaml::parse(text) {
+        Ok(Some(root)) => root,
+        Ok(None) => {
+            v.error(Pos::default(), "", "the file is empty");
+            return Err(v.diag);
+        }
+        Err(e) => {
+            v.error(e.pos, "", format!("invalid YAML: {}", e.message));
+            return Err(v.diag);
+        }
+    };
+    match v.rule(&root, stem, today) {
+        Some(rule) if v.diag.errors.is_empty() => Ok((rule, v.diag.warnings)),
+        _ => Err(v.diag),
+    }
+}
+
+const TOP_KEYS: &[&str] = &[
+    "rule_id",
+    "rule_version",
+    "name",
+    "description",
+    "attack_release",
+    "applies_to",
+    "match",
+    "emits",
+    "evidence_fields",
+    "rate_limit_per_minute",
+    "last_reviewed",
+    "next_review",
+];
+const REQUIRED_KEYS: &[&str] = &[
+    "rule_id",
+    "rule_version",
+    "name",
+    "description",
+    "attack_release",
+    "applies_to",
+    "match",
+    "emits",
+    "evidence_fields",
+];
+const EMIT_KEYS: &[&str] = &["tactic", "technique_id", "sub_technique_id", "confidence"];
+const REGEX_MATCH_KEYS: &[&str] = &["field", "pattern"];
+
+struct Validator<'a> {
+    file: &'a str,
+    catalogue: &'a Catalogue,
+    diag: Diagnostics,
+}
+
+/// A mapping's entries by key, after the unknown-key and duplicate checks.
+struct Fields<'n> {
+    entries: Vec<(&'n str, &'n Node, &'n Node)>,
+}
+
+impl<'n> Fields<'n> {
+    fn get(&self, key: &str) -> Option<&'n Node> {
+        self.entries.iter().find(|(k, _, _)| *k == key).map(|(_, _, v)| *v)
+    }
+}
+
+impl Validator<'_> {
+    fn error(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
+        let e = RuleError { file: self.file.to_owned(), pos, path: path.to_owned(), message: message.into() };
+        self.diag.errors.push(e);
+    }
+
+    fn warn(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
+        let e = RuleError { file: self.file.to_owned(), pos, path: path.to_owned(), message: message.into() };
+        self.diag.warnings.push(e);
+    }
+
+    /// Check a mapping's keys: unknown and duplicate keys are errors, required ones must be
+    /// present. `path` is the mapping's own path (`match`), empty at the top.
+    fn fields<'n>(&mut self, node: &'n Node, path: &str, known: &[&str], required: &[&str]) -> Option<Fields<'n>> {
+        let Value::Map(entries) = &node.value else {
+            let what = if path.is_empty() { "the rule" } else { "expected a mapping" };
+            let msg = if path.is_empty() {
+                format!("{what} must be a mapping, found {}", node.shape())
+            } else {
+                format!("{what}, found {}", node.shape())
+            };
+            self.error(node.pos, path, msg);
+            return None;
+        };
+        let mut fields = Fields { entries: Vec::new() };
+        for (key, value) in entries {
+            let Some(name) = key.as_scalar() else {
+                self.error(key.pos, path, "keys must be plain names");
+                continue;
+            };
+            let full = join(path, name);
+            if !known.contains(&name) {
+                self.error(key.pos, &full, "unknown key");
+            } else if fields.get(name).is_some() {
+                self.error(key.pos, &full, "duplicate key");
+            } else {
+                fields.entries.push((name, key, value));
+            }
+        }
+        for name in required {
+            if fields.get(name).is_none() {
+                self.error(node.pos, &join(path, name), "missing required key");
+            }
+        }
+        Some(fields)
+    }
+
+    fn string(&mut self, node: &Node, path: &str) -> Option<String> {
+        match &node.value {
+            Value::Scalar(s, quoted) if *quoted || !yaml::is_null(s) => Some(s.clone()),
+            _ => {
+                self.error(node.pos, path, format!("expected a string, found {}", node.shape()));
+                None
+            }
+        }
+    }
+
+    fn number(&mut self, node: &Node, path: &str) -> Option<f64> {
+        let parsed = match &node.value {
+            Value::Scalar(s, false) => s.parse::<f64>().ok().filter(|n| n.is_finite()),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.error(node.pos, path, format!("expected a number, found {}", describe(node)));
+        }
+        parsed
+    }
+
+    fn integer(&mut self, node: &Node, path: &str, min: u64, max: u64) -> Option<u64> {
+        let parsed = match &node.value {
+            Value::Scalar(s, false) => s.parse::<u64>().ok(),
+            _ => None,
+        };
+        match parsed {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            Some(n) => {
+                self.error(node.pos, path, format!("{n} is out of range {min}..={max}"));
+                None
+            }
+            None => {
+                self.error(node.pos, path, format!("expected an integer, found {}", describe(node)));
+                None
+            }
+        }
+    }
+
+    fn list<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n [Node]> {
+        match &node.value {
+            Value::Seq(items) => Some(items),
+            _ => {
+                self.error(node.pos, path, format!("expected a list, found {}", node.shape()));
+                None
+            }
+        }
+    }
+
+    fn date(&mut self, node: &Node, path: &str) -> Option<NaiveDate> {
+        let text = self.string(node, path)?;
+        let parsed = NaiveDate::parse_from_str(&text, "%Y-%m-%d").ok();
+        if parsed.is_none() {
+            self.error(node.pos, path, format!("{text:?} is not an ISO date (YYYY-MM-DD)"));
+        }
+        parsed
+    }
+
+    fn rule(&mut self, root: &Node, stem: &str, today: NaiveDate) -> Option<RuleDef> {
+        let f = self.fields(root, "", TOP_KEYS, REQUIRED_KEYS)?;
+
+        let rule_id = f.get("rule_id").and_then(|n| self.rule_id(n, stem));
+        let rule_version = f.get("rule_version").and_then(|n| self.integer(n, "rule_version", 1, u64::from(u32::MAX)));
+        let name = f.get("name").and_then(|n| self.name(n));
+        let description = f.get("description").and_then(|n| self.description(n));
+        let attack_release = f.get("attack_release").and_then(|n| self.release(n));
+        let applies_to = f.get("applies_to").and_then(|n| self.applies_to(n));
+        let emits = f.get("emits").and_then(|n| self.emits(n));
+        let kinds = applies_to.clone().unwrap_or_default();
+        let matcher = f.get("match").and_then(|n| self.matcher(n, &kinds));
+        let evidence_fields = f.get("evidence_fields").and_then(|n| self.evidence_fields(n, &kinds));
+        let rate_limit = match f.get("rate_limit_per_minute") {
+            Some(n) => self.integer(n, "rate_limit_per_minute", 1, 100_000).map(|n| n as u32),
+            None => Some(DEFAULT_RATE_LIMIT_PER_MINUTE),
+        };
+        let last_reviewed = f.get("last_reviewed").and_then(|n| self.date(n, "last_reviewed"));
+        let next_review = f.get("next_review").and_then(|n| self.date(n, "next_review"));
+        self.review_dates(f.get("next_review"), last_reviewed, next_review, today);
+
+        Some(RuleDef {
+            rule_id: rule_id?,
+            rule_version: rule_version? as u32,
+            name: name?,
+            description: description?,
+            attack_release: attack_release?,
+            applies_to: applies_to?,
+            matcher: matcher?,
+            emits: emits?,
+            evidence_fields: evidence_fields?,
+            rate_limit_per_minute: rate_limit?,
+            last_reviewed,
+            next_review,
+        })
+    }
+
+    fn rule_id(&mut self, node: &Node, stem: &str) -> Option<String> {
+        let id = self.string(node, "rule_id")?;
+        if !is_rule_id(&id) {
+            self.error(node.pos, "rule_id", format!("{id:?} does not match R followed by four digits"));
+            return None;
+        }
+        if id != stem {
+            self.error(node.pos, "rule_id", format!("{id:?} differs from the file name {stem:?}"));
+            return None;
+        }
+        Some(id)
+    }
+
+    fn name(&mut self, node: &Node) -> Option<String> {
+        let name = self.string(node, "name")?;
+        let ok = name.len() >= 3
+            && name.len() <= 64
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !ok {
+            self.error(node.pos, "name", format!("{name:?} must be 3-64 characters of a-z, 0-9 and _, starting with a letter"));
+            return None;
+        }
+        Some(name)
+    }
+
+    fn description(&mut self, node: &Node) -> Option<String> {
+        let text = self.string(node, "description")?;
+        if text.trim().is_empty() {
+            self.error(node.pos, "description", "must not be empty");
+            return None;
+        }
+        Some(text)
+    }
+
+    fn release(&mut self, node: &Node) -> Option<String> {
+        let release = self.string(node, "attack_release")?;
+        let bundled = self.catalogue.release();
+        if release != bundled {
+            self.error(node.pos, "attack_release", format!("{release:?} differs from bundled catalogue {bundled:?}"));
+            return None;
+        }
+        Some(release)
+    }
+
+    fn applies_to(&mut self, node: &Node) -> Option<Vec<SourceKind>> {
+        let items = self.list(node, "applies_to")?;
+        if items.is_empty() {
+            self.error(node.pos, "applies_to", "must name at least one source kind");
+            return None;
+        }
+        let mut kinds = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("applies_to[{i}]");
+            let Some(name) = self.string(item, &path) else { continue };
+            match name.parse::<SourceKind>() {
+                Ok(kind) if kinds.contains(&kind) => self.error(item.pos, &path, format!("{kind} is listed twice")),
+                Ok(kind) => kinds.push(kind),
+                Err(e) => self.error(item.pos, &path, e.to_string()),
+            }
+        }
+        (kinds.len() == items.len()).then_some(kinds)
+    }
+
+    fn emits(&mut self, node: &Node) -> Option<Vec<Emit>> {
+        let items = self.list(node, "emits")?;
+        if items.is_empty() {
+            self.error(node.pos, "emits", "must list at least one technique");
+            return None;
+        }
+        let mut emits: Vec<Emit> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("emits[{i}]");
+            let Some(emit) = self.emit(item, &path) else { continue };
+            if emits.iter().any(|e| e.attack_id() == emit.attack_id()) {
+                self.error(item.pos, &path, format!("{} is emitted twice (the tag ids would collide)", emit.attack_id()));
+                continue;
+            }
+            emits.push(emit);
+        }
+        (emits.len() == items.len()).then_some(emits)
+    }
+
+    fn emit(&mut self, node: &Node, path: &str) -> Option<Emit> {
+        let f = self.fields(node, path, EMIT_KEYS, &["tactic", "technique_id", "confidence"])?;
+        let errors_before = self.diag.errors.len();
+        let tactic = f.get("tactic").and_then(|n| self.id_field(n, &join(path, "tactic"), is_tactic_id, "TA followed by four digits"));
+        let technique = f.get("technique_id").and_then(|n| self.id_field(n, &join(path, "technique_id"), is_technique_id, "T followed by four digits"));
+        let sub = f.get("sub_technique_id").and_then(|n| self.id_field(n, &join(path, "sub_technique_id"), is_sub_technique_id, "Txxxx.yyy"));
+        let confidence = f.get("confidence").and_then(|n| self.confidence(n, &join(path, "confidence")));
+        if self.diag.errors.len() != errors_before {
+            return None;
+        }
+        let emit = Emit { tactic: tactic?, technique_id: technique?, sub_technique_id: sub, confidence: confidence? };
+        self.check_emit_catalogue(&f, &emit, path).then_some(emit)
+    }
+
+    fn id_field(&mut self, node: &Node, path: &str, ok: fn(&str) -> bool, form: &str) -> Option<String> {
+        let id = self.string(node, path)?;
+        if !ok(&id) {
+            self.error(node.pos, path, format!("{id:?} is not of the form {form}"));
+            return None;
+        }
+        Some(id)
+    }
+
+    fn confidence(&mut self, node: &Node, path: &str) -> Option<f64> {
+        let c = self.number(node, path)?;
+        if !(0.0..=1.0).contains(&c) {
+            self.error(node.pos, path, format!("{c} is outside [0, 1]"));
+            return None;
+        }
+        if c < MIN_BASE_CONFIDENCE {
+            self.error(node.pos, path, format!("{c} is below {MIN_BASE_CONFIDENCE}: low-band rules are not shipped"));
+            return None;
+        }
+        Some(c)
+    }
+
+    /// Catalogue checks of one emit (RULES.md §2, check 4).
+    fn check_emit_catalogue(&mut self, f: &Fields<'_>, emit: &Emit, path: &str) -> bool {
+        let pos_of = |key: &str| f.get(key).map(|n| n.pos).unwrap_or_default();
+        let cat = self.catalogue;
+        let before = self.diag.errors.len();
+        if cat.tactic(&emit.tactic).is_none() {
+            self.error(pos_of("tactic"), &join(path, "tactic"), format!("{} is not a tactic of {}", emit.tactic, cat.release()));
+        }
+        match cat.technique(&emit.technique_id) {
+            None => self.error(pos_of("technique_id"), &join(path, "technique_id"), format!("{} is not a technique of {}", emit.technique_id, cat.release())),
+            Some(t) if !t.is_active() => self.error(pos_of("technique_id"), &join(path, "technique_id"), format!("{} is {} in {}", t.id, retired(t), cat.release())),
+            Some(t) if t.is_sub => self.error(pos_of("technique_id"), &join(path, "technique_id"), format!("{} is a sub-technique: name its parent here and put it in sub_technique_id", t.id)),
+            Some(_) => {}
+        }
+        if let Some(sub) = &emit.sub_technique_id {
+            let sub_path = join(path, "sub_technique_id");
+            if !sub.starts_with(&format!("{}.", emit.technique_id)) {
+                self.error(pos_of("sub_technique_id"), &sub_path, format!("{sub} is not a sub-technique of {}", emit.technique_id));
+            } else {
+                match cat.technique(sub) {
+                    None => self.error(pos_of("sub_technique_id"), &sub_path, format!("{sub} is not a sub-technique of {}", cat.release())),
+                    Some(t) if !t.is_active() => self.error(pos_of("sub_technique_id"), &sub_path, format!("{sub} is {} in {}", retired(t), cat.release())),
+                    Some(_) => {}
+                }
+            }
+        }
+        if self.diag.errors.len() == before && !cat.technique_has_tactic(emit.attack_id(), &emit.tactic) {
+            let names = cat.tactic_names_of(emit.attack_id());
+            self.error(pos_of("tactic"), &join(path, "tactic"), format!("{} is not a tactic of {} ({names})", emit.tactic, emit.attack_id()));
+        }
+        self.diag.errors.len() == before
+    }
+
+    fn matcher(&mut self, node: &Node, kinds: &[SourceKind]) -> Option<Matcher> {
+        if let Value::Map(entries) = &node.value {
+            let lifter = entries.iter().find(|(k, _)| k.as_scalar() == Some("kind"));
+            if let Some((_, value)) = lifter {
+                let name = value.as_scalar().unwrap_or_default();
+                let lifter = name.strip_prefix("lifter:").unwrap_or(name);
+                self.error(value.pos, "match.kind", format!("lifter {lifter:?} does not exist"));
+                return None;
+            }
+        }
+        let f = self.fields(node, "match", REGEX_MATCH_KEYS, &["pattern"])?;
+        let fields = match f.get("field") {
+            Some(n) => self.match_fields(n, kinds)?,
+            None => Vec::new(),
+        };
+        let pattern_node = f.get("pattern")?;
+        let pattern = self.string(pattern_node, "match.pattern")?;
+        let regex = self.compile(pattern_node.pos, &pattern, &fields, kinds)?;
+        if fields.is_empty() {
+            for kind in kinds {
+                if kind.default_field().is_none() {
+                    self.error(node.pos, "match.field", format!("{kind} has no default field: name one"));
+                    return None;
+                }
+            }
+        }
+        Some(Matcher::Regex(RegexMatcher { fields, pattern, regex }))
+    }
+
+    fn match_fields(&mut self, node: &Node, kinds: &[SourceKind]) -> Option<Vec<String>> {
+        let (items, list) = match &node.value {
+            Value::Seq(items) => (items.as_slice(), true),
+            _ => (std::slice::from_ref(node), false),
+        };
+        if items.is_empty() {
+            self.error(node.pos, "match.field", "must name at least one field");
+            return None;
+        }
+        let mut fields = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let path = if list { format!("match.field[{i}]") } else { "match.field".to_owned() };
+            let field = self.string(item, &path)?;
+            if !kinds.iter().any(|k| k.has_string_field(&field)) {
+                let names = kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
+                self.error(item.pos, &path, format!("{field:?} is not a string field of {names}"));
+                return None;
+            }
+            fields.push(field);
+        }
+        for kind in kinds {
+            if !fields.iter().any(|f| kind.has_string_field(f)) {
+                self.error(node.pos, "match.field", format!("no listed field belongs to {kind}"));
+                return None;
+            }
+        }
+        Some(fields)
+    }
+
+    fn compile(&mut self, pos: Pos, pattern: &str, fields: &[String], kinds: &[SourceKind]) -> Option<Regex> {
+        let reads_commands = if fields.is_empty() {
+            kinds.contains(&SourceKind::Command)
+        } else {
+            fields.iter().any(|f| f == "command_text")
+        };
+        if pattern.contains(CMD_MACRO) && !reads_commands {
+            self.error(pos, "match.pattern", format!("{CMD_MACRO} is only allowed when a field is command_text"));
+            return None;
+        }
+        match pattern::compile(pattern) {
+            Ok(regex) => Some(regex),
+            Err(e) => {
+                self.error(pos, "match.pattern", e.to_string());
+                None
+            }
+        }
+    }
+
+    fn evidence_fields(&mut self, node: &Node, kinds: &[SourceKind]) -> Option<Vec<EvidenceKey>> {
+        let items = self.list(node, "evidence_fields")?;
+        let mut keys = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("evidence_fields[{i}]");
+            let Some(name) = self.string(item, &path) else { continue };
+            let key = EvidenceKey::parse(&name);
+            let origin = |k: EvidenceKey| kinds.iter().filter_map(move |kind| k.origin_for(*kind));
+            match key {
+                None => self.error(item.pos, &path, format!("{name:?} is not an evidence key")),
+                Some(k) if origin(k).any(|o| o != Origin::Matcher) => keys.push(k),
+                Some(k) if origin(k).next().is_some() => self.error(item.pos, &path, format!("{name:?} is produced by the matcher; do not list it")),
+                Some(_) => {
+                    let names = kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
+                    self.error(item.pos, &path, format!("{name:?} is not an evidence key of {names}"));
+                }
+            }
+        }
+        (keys.len() == items.len()).then_some(keys)
+    }
+
+    fn review_dates(&mut self, node: Option<&Node>, last: Option<NaiveDate>, next: Option<NaiveDate>, today: NaiveDate) {
+        let (Some(node), Some(next)) = (node, next) else { return };
+        if let Some(last) = last {
+            if next <= last {
+                self.error(node.pos, "next_review", format!("{next} is not after last_reviewed {last}"));
+                return;
+            }
+        }
+        if next < today {
+            self.warn(node.pos, "next_review", format!("review was due on {next}"));
+        }
+    }
+}
+
+fn retired(t: &crate::catalogue::Technique) -> &'static str {
+    if t.revoked { "revoked" } else { "deprecated" }
+}
+
+fn describe(node: &Node) -> String {
+    match node.as_scalar() {
+        Some(s) => format!("{s:?}"),
+        None => node.shape().to_owned(),
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+}
+
+/// `R` followed by four digits.
+pub fn is_rule_id(s: &str) -> bool {
+    s.len() == 5 && s.starts_with('R') && s[1..].bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_tactic_id(s: &str) -> bool {
+    s.len() == 6 && s.starts_with("TA") && s[2..].bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_technique_id(s: &str) -> bool {
+    s.len() == 5 && s.starts_with('T') && s[1..].bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_sub_technique_id(s: &str) -> bool {
+    s.len() == 9 && is_technique_id(&s[..5]) && s.as_bytes()[5] == b'.' && s[6..].bytes().all(|b| b.is_ascii_digit())
+}

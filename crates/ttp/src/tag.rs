@@ -1,0 +1,110 @@
+//! Tags: one ATT&CK technique attributed to one attacker activity by one rule.
+//!
+//! A tag's id is a UUIDv5 of what the tag is *about* — source kind, source id, rule, rule
+//! version and technique — and nothing else, so replaying an event maps to the same row and
+//! inserts ignore duplicates. The key format is shared with the Python implementation and
+//! must never gain a field.
+
+use std::sync::LazyLock;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Serialize, Serializer};
+use uuid::Uuid;
+
+use crate::evidence::Evidence;
+use crate::kind::SourceKind;
+
+/// Tags below this confidence are not written (`below_floor`); exactly the floor is written.
+pub const CONFIDENCE_FLOOR: f64 = 0.3;
+
+/// `UUIDv5(NAMESPACE_URL, "decnet:ttp_tag:v1")`.
+pub static TAG_NAMESPACE: LazyLock<Uuid> =
+    LazyLock::new(|| Uuid::new_v5(&Uuid::NAMESPACE_URL, b"decnet:ttp_tag:v1"));
+
+/// The deterministic id of a tag.
+pub fn tag_id(
+    kind: SourceKind,
+    source_id: &str,
+    rule_id: &str,
+    rule_version: u32,
+    technique_id: &str,
+    sub_technique_id: Option<&str>,
+) -> Uuid {
+    let sub = sub_technique_id.unwrap_or_default();
+    let key = format!("{kind}|{source_id}|{rule_id}|{rule_version}|{technique_id}|{sub}");
+    Uuid::new_v5(&TAG_NAMESPACE, key.as_bytes())
+}
+
+/// Round to four decimals, half away from zero.
+pub fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
+/// One tag, as stored and published.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tag {
+    /// Deterministic id ([`tag_id`]).
+    pub uuid: Uuid,
+    /// Kind of the evaluation event.
+    pub source_kind: SourceKind,
+    /// Id of the evaluation event.
+    pub source_id: String,
+    /// The attacker; null for identity tags.
+    pub attacker_uuid: Option<Uuid>,
+    /// The identity, when known.
+    pub identity_uuid: Option<Uuid>,
+    /// The sensor session.
+    pub session_id: Option<String>,
+    /// The decoy.
+    pub decky_id: Option<String>,
+    /// `TA0007`.
+    pub tactic: String,
+    /// Parent technique.
+    pub technique_id: String,
+    /// Sub-technique, when the emit names one.
+    pub sub_technique_id: Option<String>,
+    /// Final confidence in [0.3, 1].
+    pub confidence: f64,
+    /// The rule that fired.
+    pub rule_id: String,
+    /// Its version.
+    pub rule_version: u32,
+    /// Why, in the closed key set of the source kind.
+    pub evidence: Evidence,
+    /// The ATT&CK release of the pack.
+    pub attack_release: String,
+    /// The technique's (or sub-technique's) page.
+    pub mitre_url: String,
+    /// Evaluation time, microsecond precision.
+    #[serde(serialize_with = "rfc3339_micros")]
+    pub created_at: DateTime<Utc>,
+}
+
+fn rfc3339_micros<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_matches_the_spec() {
+        assert_eq!(TAG_NAMESPACE.to_string(), "1ca31f08-5522-5aae-8371-fe81f0e39de3");
+    }
+
+    #[test]
+    fn golden_tag_ids() {
+        let plain = tag_id(SourceKind::Command, "cmd_42", "R0014", 2, "T1083", None);
+        assert_eq!(plain.to_string(), "9aa491e5-f03b-5d8f-9eb5-161becedcdd6");
+        let sub = tag_id(SourceKind::Command, "cmd_42", "R0015", 1, "T1548", Some("T1548.001"));
+        assert_eq!(sub.to_string(), "4fd57b14-c135-544c-97d9-4fabc1051584");
+    }
+
+    #[test]
+    fn rounding_is_half_away_from_zero_at_four_places() {
+        assert_eq!(round4(0.7 * 0.95), 0.665);
+        assert_eq!(round4(0.95 * 0.7), 0.665);
+        assert_eq!(round4(0.3), 0.3);
+    }
+}
