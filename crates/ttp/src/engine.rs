@@ -125,6 +125,12 @@ impl RuleIndex {
         self.rules.iter().map(AsRef::as_ref).zip(self.modes.iter().copied())
     }
 
+    /// One compiled rule and its mode, by id.
+    pub fn get(&self, rule_id: &str) -> Option<(&RuleDef, RuleMode)> {
+        let pos = self.rules.binary_search_by(|r| r.rule_id.as_str().cmp(rule_id)).ok()?;
+        Some((&self.rules[pos], self.modes[pos]))
+    }
+
     /// Whether some rule applies to `kind`.
     pub fn covers(&self, kind: SourceKind) -> bool {
         self.kinds.contains_key(&kind)

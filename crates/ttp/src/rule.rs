@@ -243,24 +243,36 @@ impl Validator<'_> {
             return None;
         };
         let mut fields = Fields { entries: Vec::new() };
+        let mut unknown = Vec::new();
         for (key, value) in entries {
             let Some(name) = key.as_scalar() else {
                 self.error(key.pos, path, "keys must be plain names");
                 continue;
             };
-            let full = join(path, name);
             if !known.contains(&name) {
-                self.error(key.pos, &full, "unknown key");
+                unknown.push((name, key.pos));
             } else if fields.get(name).is_some() {
-                self.error(key.pos, &full, "duplicate key");
+                self.error(key.pos, &join(path, name), "duplicate key");
             } else {
                 fields.entries.push((name, key, value));
             }
         }
-        for name in required {
-            if fields.get(name).is_none() {
-                self.error(node.pos, &join(path, name), "missing required key");
+        // A misspelt required key is reported once, as the unknown key it is, with the
+        // name it probably meant.
+        let missing: Vec<&str> = required.iter().copied().filter(|k| fields.get(k).is_none()).collect();
+        let mut explained = Vec::new();
+        for (name, pos) in unknown {
+            match missing.iter().find(|m| is_near(name, m)) {
+                Some(meant) => {
+                    explained.push(*meant);
+                    self.error(pos, &join(path, name), format!("unknown key (did you mean {meant}?)"));
+                }
+                None => self.error(pos, &join(path, name), "unknown key"),
             }
+        }
+        let first_key = entries.first().map_or(node.pos, |(k, _)| k.pos);
+        for name in missing.into_iter().filter(|m| !explained.contains(m)) {
+            self.error(first_key, &join(path, name), "missing required key");
         }
         Some(fields)
     }
@@ -333,9 +345,11 @@ impl Validator<'_> {
         let attack_release = f.get("attack_release").and_then(|n| self.release(n));
         let applies_to = f.get("applies_to").and_then(|n| self.applies_to(n));
         let emits = f.get("emits").and_then(|n| self.emits(n));
-        let kinds = applies_to.clone().unwrap_or_default();
-        let matcher = f.get("match").and_then(|n| self.matcher(n, &kinds));
-        let evidence_fields = f.get("evidence_fields").and_then(|n| self.evidence_fields(n, &kinds));
+        // Fields and evidence keys are checked against the kinds; with unusable kinds those
+        // checks would only repeat the kinds' error.
+        let kinds = applies_to.as_deref();
+        let matcher = f.get("match").zip(kinds).and_then(|(n, k)| self.matcher(n, k));
+        let evidence_fields = f.get("evidence_fields").zip(kinds).and_then(|(n, k)| self.evidence_fields(n, k));
         let rate_limit = match f.get("rate_limit_per_minute") {
             Some(n) => self.integer(n, "rate_limit_per_minute", 1, 100_000).map(|n| n as u32),
             None => Some(DEFAULT_RATE_LIMIT_PER_MINUTE),
@@ -633,6 +647,21 @@ fn describe(node: &Node) -> String {
         Some(s) => format!("{s:?}"),
         None => node.shape().to_owned(),
     }
+}
+
+/// Whether two key names are one or two edits apart (a typo rather than another key).
+fn is_near(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut row = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            row.push((prev[j] + cost).min(prev[j + 1] + 1).min(row[j] + 1));
+        }
+        prev = row;
+    }
+    prev[b.len()] <= 2
 }
 
 fn join(path: &str, key: &str) -> String {

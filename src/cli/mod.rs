@@ -1,0 +1,67 @@
+//! Command-line definitions and dispatch.
+
+mod rules;
+mod tag;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// The intelligence plane of a deception network: ATT&CK tags from attacker activity.
+#[derive(Debug, Parser)]
+#[command(name = "decnet", version, about)]
+pub(crate) struct Cli {
+    /// Log format on standard error.
+    #[arg(long, global = true, env = "DECNET_LOG_FORMAT", value_enum, default_value = "text")]
+    pub(crate) log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Tag JSONL events offline: tags as JSONL on stdout, a summary on stderr.
+    Tag(tag::TagArgs),
+    /// Validate, list, test and map the rule pack.
+    #[command(subcommand)]
+    Rules(rules::RulesCommand),
+}
+
+/// The rules directory option shared by the offline tools.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RulesDir {
+    /// Directory of rule files (R0001.yaml …).
+    #[arg(long = "rules-dir", env = "DECNET_RULES_DIR", default_value = "rules/ttp")]
+    pub(crate) path: PathBuf,
+}
+
+pub(crate) fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DECNET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub(crate) fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Tag(args) => tag::run(&args),
+        Command::Rules(command) => rules::run(command),
+    }
+}
+
+/// Exit status for arguments or inputs the command cannot use at all.
+pub(crate) const EXIT_UNUSABLE: u8 = 2;
