@@ -217,7 +217,7 @@ impl Report {
 pub fn score(index: &RuleIndex, rows: &[CorpusRow], selected: &BTreeSet<String>, now: DateTime<Utc>) -> Report {
     let fired: Vec<BTreeSet<String>> = rows
         .iter()
-        .map(|row| index.evaluate(&row.event(), now).tags.into_iter().map(|t| t.rule_id).collect())
+        .map(|row| index.evaluate(&row.event(), now).tags.into_iter().map(|t| t.rule_id.to_string()).collect())
         .collect();
     let mut scores = Vec::new();
     let held: BTreeSet<&str> = index.rules().map(|(r, _)| r.rule_id.as_str()).collect();

@@ -10,7 +10,6 @@
 //! swaps a small table instead of recompiling patterns. The index does no I/O and keeps no
 //! counters: rate limiting happens after evaluation (see [`crate::ratelimit`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -86,12 +85,49 @@ struct KindIndex {
     groups: Vec<FieldGroup>,
 }
 
+/// The strings of one emit, prepared once so tags share them.
+#[derive(Debug)]
+struct EmitText {
+    tactic: Arc<str>,
+    technique_id: Arc<str>,
+    sub_technique_id: Option<Arc<str>>,
+    mitre_url: Arc<str>,
+    confidence: f64,
+}
+
+/// A rule with its tag strings prepared.
+#[derive(Debug)]
+struct CompiledRule {
+    def: RuleDef,
+    rule_id: Arc<str>,
+    attack_release: Arc<str>,
+    emits: Vec<EmitText>,
+}
+
+impl CompiledRule {
+    fn new(def: RuleDef) -> CompiledRule {
+        let emits = def
+            .emits
+            .iter()
+            .map(|e| EmitText {
+                tactic: e.tactic.as_str().into(),
+                technique_id: e.technique_id.as_str().into(),
+                sub_technique_id: e.sub_technique_id.as_deref().map(Arc::from),
+                mitre_url: technique_url(e.attack_id()).into(),
+                confidence: e.confidence,
+            })
+            .collect();
+        CompiledRule { rule_id: def.rule_id.as_str().into(), attack_release: def.attack_release.as_str().into(), emits, def }
+    }
+}
+
 /// An immutable, compiled rule index.
 #[derive(Debug)]
 pub struct RuleIndex {
-    rules: Vec<Arc<RuleDef>>,
+    rules: Vec<Arc<CompiledRule>>,
     modes: Vec<RuleMode>,
-    kinds: Arc<HashMap<SourceKind, KindIndex>>,
+    /// Indexed by `SourceKind as usize`.
+    kinds: Arc<[KindIndex; SourceKind::ALL.len()]>,
 }
 
 impl RuleIndex {
@@ -102,45 +138,37 @@ impl RuleIndex {
 
     /// Compile a pack under the given operational states.
     pub fn with_states(pack: &Pack, states: &StateTable) -> RuleIndex {
-        let rules: Vec<Arc<RuleDef>> = pack.rules().iter().cloned().map(Arc::new).collect();
-        let modes = rules.iter().map(|r| states.mode(&r.rule_id)).collect();
-        let mut kinds: HashMap<SourceKind, KindIndex> = HashMap::new();
-        for kind in SourceKind::ALL {
-            let index = build_kind(&rules, kind);
-            if !index.rules.is_empty() {
-                kinds.insert(kind, index);
-            }
-        }
+        let rules: Vec<Arc<CompiledRule>> = pack.rules().iter().cloned().map(|r| Arc::new(CompiledRule::new(r))).collect();
+        let modes = rules.iter().map(|r| states.mode(&r.def.rule_id)).collect();
+        let kinds = SourceKind::ALL.map(|kind| build_kind(&rules, kind));
         RuleIndex { rules, modes, kinds: Arc::new(kinds) }
     }
 
     /// The same compiled rules under new states: no pattern is recompiled.
     pub fn restate(&self, states: &StateTable) -> RuleIndex {
-        let modes = self.rules.iter().map(|r| states.mode(&r.rule_id)).collect();
+        let modes = self.rules.iter().map(|r| states.mode(&r.def.rule_id)).collect();
         RuleIndex { rules: self.rules.clone(), modes, kinds: Arc::clone(&self.kinds) }
     }
 
     /// The compiled rules, in rule-id order.
     pub fn rules(&self) -> impl Iterator<Item = (&RuleDef, RuleMode)> {
-        self.rules.iter().map(AsRef::as_ref).zip(self.modes.iter().copied())
+        self.rules.iter().map(|r| &r.def).zip(self.modes.iter().copied())
     }
 
     /// One compiled rule and its mode, by id.
     pub fn get(&self, rule_id: &str) -> Option<(&RuleDef, RuleMode)> {
-        let pos = self.rules.binary_search_by(|r| r.rule_id.as_str().cmp(rule_id)).ok()?;
-        Some((&self.rules[pos], self.modes[pos]))
+        let pos = self.rules.binary_search_by(|r| r.def.rule_id.as_str().cmp(rule_id)).ok()?;
+        Some((&self.rules[pos].def, self.modes[pos]))
     }
 
     /// Whether some rule applies to `kind`.
     pub fn covers(&self, kind: SourceKind) -> bool {
-        self.kinds.contains_key(&kind)
+        !self.kinds[kind as usize].rules.is_empty()
     }
 
     /// Evaluate one event: the `RegexSet` path.
     pub fn evaluate(&self, event: &EvalEvent, now: DateTime<Utc>) -> Evaluation {
-        let Some(index) = self.kinds.get(&event.kind) else {
-            return Evaluation::default();
-        };
+        let index = &self.kinds[event.kind as usize];
         // For each fired rule, the highest-priority field that matched.
         let mut fired: Vec<(usize, usize, &str)> = Vec::new();
         for group in &index.groups {
@@ -162,7 +190,7 @@ impl RuleIndex {
         let mut out = Evaluation::default();
         for (rule, _, field) in fired {
             let haystack = event.haystack(field).unwrap_or_default();
-            let Matcher::Regex(matcher) = &self.rules[rule].matcher;
+            let Matcher::Regex(matcher) = &self.rules[rule].def.matcher;
             let token = matcher.regex.find(haystack).map(|m| m.as_str());
             self.fire(rule, event, token, now, &mut out);
         }
@@ -174,14 +202,12 @@ impl RuleIndex {
     /// benchmarked against.
     pub fn evaluate_sequential(&self, event: &EvalEvent, now: DateTime<Utc>) -> Evaluation {
         let mut out = Evaluation::default();
-        let Some(index) = self.kinds.get(&event.kind) else {
-            return out;
-        };
+        let index = &self.kinds[event.kind as usize];
         for &rule in &index.rules {
             if !self.modes[rule].is_active() {
                 continue;
             }
-            let Matcher::Regex(matcher) = &self.rules[rule].matcher;
+            let Matcher::Regex(matcher) = &self.rules[rule].def.matcher;
             let token = matcher
                 .fields_for(event.kind)
                 .into_iter()
@@ -196,7 +222,8 @@ impl RuleIndex {
 
     /// Turn one firing rule into tags (or floor suppressions), one per emit.
     fn fire(&self, rule: usize, event: &EvalEvent, token: Option<&str>, now: DateTime<Utc>, out: &mut Evaluation) {
-        let def = &self.rules[rule];
+        let compiled = &self.rules[rule];
+        let def = &compiled.def;
         let mode = self.modes[rule];
         if event.attacker_uuid.is_none() && event.identity_uuid.is_none() {
             return;
@@ -205,8 +232,10 @@ impl RuleIndex {
         if let Some(token) = token {
             evidence.insert_tokens(event.kind, &[token]);
         }
-        let evidence = evidence.bound();
-        for emit in &def.emits {
+        let mut evidence = Some(evidence.bound());
+        for (i, emit) in compiled.emits.iter().enumerate() {
+            // The last emit takes the evidence; the others copy it.
+            let evidence = if i + 1 == compiled.emits.len() { evidence.take().unwrap_or_default() } else { evidence.clone().unwrap_or_default() };
             let confidence = mode.cap(round4(emit.confidence));
             let tag = Tag {
                 uuid: tag_id(
@@ -218,20 +247,20 @@ impl RuleIndex {
                     emit.sub_technique_id.as_deref(),
                 ),
                 source_kind: event.kind,
-                source_id: event.source_id.clone(),
+                source_id: Arc::clone(&event.source_id),
                 attacker_uuid: if event.kind == SourceKind::Identity { None } else { event.attacker_uuid },
                 identity_uuid: event.identity_uuid,
                 session_id: event.session_id.clone(),
                 decky_id: event.decky_id.clone(),
-                tactic: emit.tactic.clone(),
-                technique_id: emit.technique_id.clone(),
+                tactic: Arc::clone(&emit.tactic),
+                technique_id: Arc::clone(&emit.technique_id),
                 sub_technique_id: emit.sub_technique_id.clone(),
                 confidence,
-                rule_id: def.rule_id.clone(),
+                rule_id: Arc::clone(&compiled.rule_id),
                 rule_version: def.rule_version,
-                evidence: evidence.clone(),
-                attack_release: def.attack_release.clone(),
-                mitre_url: technique_url(emit.attack_id()),
+                evidence,
+                attack_release: Arc::clone(&compiled.attack_release),
+                mitre_url: Arc::clone(&emit.mitre_url),
                 created_at: now,
             };
             if confidence < CONFIDENCE_FLOOR {
@@ -244,10 +273,10 @@ impl RuleIndex {
 }
 
 /// Index the rules applying to one kind, grouping regex rules by field.
-fn build_kind(rules: &[Arc<RuleDef>], kind: SourceKind) -> KindIndex {
+fn build_kind(rules: &[Arc<CompiledRule>], kind: SourceKind) -> KindIndex {
     let mut index = KindIndex::default();
     let mut by_field: Vec<(String, Vec<String>, Vec<(usize, usize)>)> = Vec::new();
-    for (pos, rule) in rules.iter().enumerate() {
+    for (pos, rule) in rules.iter().map(|r| &r.def).enumerate() {
         if !rule.applies_to.contains(&kind) {
             continue;
         }
@@ -266,7 +295,7 @@ fn build_kind(rules: &[Arc<RuleDef>], kind: SourceKind) -> KindIndex {
         }
     }
     for (field, patterns, members) in by_field {
-        let built = regex::RegexSetBuilder::new(&patterns).size_limit(SET_SIZE_LIMIT).build();
+        let built = regex::RegexSetBuilder::new(&patterns).size_limit(SET_SIZE_LIMIT).dfa_size_limit(64 << 20).build();
         match built {
             Ok(set) => index.groups.push(FieldGroup { field, set, members }),
             // Every pattern compiled alone under the size limit, so only their combined size

@@ -4,6 +4,8 @@
 //! one [`SourceKind`] with a source id, anchors and a flat JSON payload of the fields rules
 //! read. HTTP requests gain the derived fields of RULES.md §1 here, once, before any rule runs.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -13,21 +15,21 @@ use crate::kind::SourceKind;
 /// Field values longer than this are evaluated on their first this-many bytes.
 pub const MAX_HAYSTACK_BYTES: usize = 65_536;
 
-/// One unit of evaluation.
+/// One unit of evaluation. Its ids are shared with every tag it yields.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalEvent {
     /// What the event is.
     pub kind: SourceKind,
     /// Its id within the kind; part of every tag id.
-    pub source_id: String,
+    pub source_id: Arc<str>,
     /// The attacker anchor.
     pub attacker_uuid: Option<Uuid>,
     /// The identity anchor.
     pub identity_uuid: Option<Uuid>,
     /// The sensor session.
-    pub session_id: Option<String>,
+    pub session_id: Option<Arc<str>>,
     /// The decoy.
-    pub decky_id: Option<String>,
+    pub decky_id: Option<Arc<str>>,
     /// The event's own time (for rate-limit windows); `None` means receive time.
     pub ts: Option<DateTime<Utc>>,
     /// The fields rules read.
@@ -36,7 +38,7 @@ pub struct EvalEvent {
 
 impl EvalEvent {
     /// A new event; HTTP requests get their derived fields.
-    pub fn new(kind: SourceKind, source_id: impl Into<String>, mut payload: Map<String, Value>) -> EvalEvent {
+    pub fn new(kind: SourceKind, source_id: impl Into<Arc<str>>, mut payload: Map<String, Value>) -> EvalEvent {
         if kind == SourceKind::HttpRequest {
             derive_http_fields(&mut payload);
         }

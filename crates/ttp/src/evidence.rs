@@ -7,6 +7,7 @@
 //! those things), a key is only accepted for the kinds the spec allows it on, and every string
 //! is cut and URL-elided as it enters.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
@@ -312,13 +313,20 @@ impl Evidence {
 
     /// Cut the longest strings until the JSON fits [`MAX_EVIDENCE_BYTES`].
     pub fn bound(mut self) -> Evidence {
+        // Serialising to measure is the exact test but costs more than the whole rule
+        // evaluation; the byte count of the strings plus a generous allowance for keys,
+        // quotes, numbers and escapes is a safe bound that skips it for almost every tag.
+        let rough: usize = self.0.values_mut().flat_map(strings_mut).map(|s| s.len() * 2).sum::<usize>() + 64 * self.0.len();
+        if rough <= MAX_EVIDENCE_BYTES {
+            return self;
+        }
         while serde_json::to_vec(&self).map_or(0, |v| v.len()) > MAX_EVIDENCE_BYTES {
             let Some(longest) = self.0.values_mut().flat_map(strings_mut).max_by_key(|s| s.len())
             else {
                 break;
             };
             let keep = longest.chars().count() / 2;
-            *longest = cut_chars(longest, keep);
+            *longest = cut_chars(longest, keep).into_owned();
         }
         self
     }
@@ -365,23 +373,30 @@ fn strip_query(path: &str) -> &str {
 
 /// Apply the per-key bounds to a value.
 fn sanitise(key: EvidenceKey, value: Value) -> Value {
+    let string = |s: String, max: usize| match cut_chars(&s, max) {
+        Cow::Borrowed(cut) if cut.len() == s.len() => Value::String(s),
+        cut => Value::from(cut.into_owned()),
+    };
     match (key, value) {
-        (K::CommandText, Value::String(s)) => Value::from(cut_chars(&elide_urls(&s), MAX_COMMAND_CHARS)),
+        (K::CommandText, Value::String(s)) => match elide_urls(&s) {
+            Cow::Borrowed(_) => string(s, MAX_COMMAND_CHARS),
+            Cow::Owned(elided) => string(elided, MAX_COMMAND_CHARS),
+        },
         (K::MatchedTokens, Value::Array(items)) => Value::Array(
             items
                 .into_iter()
                 .take(MAX_TOKENS)
-                .filter_map(|v| v.as_str().map(|s| Value::from(cut_chars(&elide_urls(s), MAX_TOKEN_CHARS))))
+                .filter_map(|v| v.as_str().map(|s| Value::from(cut_chars(&elide_urls(s), MAX_TOKEN_CHARS).into_owned())))
                 .collect(),
         ),
-        (K::RequestPath, Value::String(s)) => Value::from(cut_chars(strip_query(&s), MAX_PATH_CHARS)),
-        (K::Username, Value::String(s)) => Value::from(cut_chars(&s, MAX_USERNAME_CHARS)),
-        (_, Value::String(s)) => Value::from(cut_chars(&s, MAX_STRING_CHARS)),
+        (K::RequestPath, Value::String(s)) => Value::from(cut_chars(strip_query(&s), MAX_PATH_CHARS).into_owned()),
+        (K::Username, Value::String(s)) => string(s, MAX_USERNAME_CHARS),
+        (_, Value::String(s)) => string(s, MAX_STRING_CHARS),
         (_, Value::Array(items)) => Value::Array(
             items
                 .into_iter()
                 .map(|v| match v {
-                    Value::String(s) => Value::from(cut_chars(&s, MAX_STRING_CHARS)),
+                    Value::String(s) => string(s, MAX_STRING_CHARS),
                     other => other,
                 })
                 .collect(),
@@ -391,10 +406,13 @@ fn sanitise(key: EvidenceKey, value: Value) -> Value {
 }
 
 /// The first `max` characters of `s`.
-pub fn cut_chars(s: &str, max: usize) -> String {
+pub fn cut_chars(s: &str, max: usize) -> Cow<'_, str> {
+    if s.len() <= max {
+        return Cow::Borrowed(s);
+    }
     match s.char_indices().nth(max) {
-        Some((at, _)) => s[..at].to_owned(),
-        None => s.to_owned(),
+        Some((at, _)) => Cow::Borrowed(&s[..at]),
+        None => Cow::Borrowed(s),
     }
 }
 
@@ -405,7 +423,11 @@ static URL: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Reduce every URL in `text` to `scheme://host[:port]`, followed by `/…` when anything came
 /// after the authority; user-info is dropped.
-pub fn elide_urls(text: &str) -> String {
+pub fn elide_urls(text: &str) -> Cow<'_, str> {
+    // Most commands hold no URL; a byte scan for ':' rejects them before any regex runs.
+    if !text.as_bytes().contains(&b':') || !text.contains("://") {
+        return Cow::Borrowed(text);
+    }
     URL.replace_all(text, |caps: &regex::Captures<'_>| {
         let (scheme, host, rest) = (&caps[1], &caps[2], &caps[3]);
         if rest.is_empty() {
@@ -414,7 +436,6 @@ pub fn elide_urls(text: &str) -> String {
             format!("{scheme}://{host}/…")
         }
     })
-    .into_owned()
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! the tagger dead-letters and `decnet tag` reports.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -127,8 +128,8 @@ pub fn from_tagging_event(line: &Map<String, Value>) -> Result<EvalEvent, Fanout
     if event.attacker_uuid.is_none() && event.identity_uuid.is_none() {
         return Err(no_anchor());
     }
-    event.session_id = opt_str(line, "session_id").map(str::to_owned);
-    event.decky_id = opt_str(line, "decky_id").map(str::to_owned);
+    event.session_id = opt_str(line, "session_id").map(Arc::from);
+    event.decky_id = opt_str(line, "decky_id").map(Arc::from);
     event.ts = event_time(kind, payload);
     check_source_id(&event.source_id)?;
     Ok(event)
@@ -261,8 +262,8 @@ fn session_ended(p: &Map<String, Value>) -> Result<Fanout, FanoutError> {
     let ts = parse_ts(ended_at);
     let inherit = |mut event: EvalEvent| {
         event.attacker_uuid = Some(attacker);
-        event.session_id = session_id.map(str::to_owned);
-        event.decky_id = Some(decky.to_owned());
+        event.session_id = session_id.map(Arc::from);
+        event.decky_id = Some(Arc::from(decky));
         event.ts = event.ts.or(ts);
         event
     };
@@ -570,7 +571,7 @@ fn email_received(p: &Map<String, Value>) -> Result<Fanout, FanoutError> {
     }
     let mut event = EvalEvent::new(SourceKind::Email, source_id, payload);
     event.attacker_uuid = Some(attacker);
-    event.decky_id = Some(decky.to_owned());
+    event.decky_id = Some(Arc::from(decky));
     event.ts = opt_str(p, "received_at").and_then(parse_ts);
     Ok(Fanout { events: vec![event], ..Fanout::default() })
 }
@@ -588,7 +589,7 @@ fn canary_triggered(p: &Map<String, Value>) -> Result<Fanout, FanoutError> {
     let mut payload = pick(p, &["token_id", "token_kind", "trigger_id", "src_ip"]);
     payload.insert("channel".into(), json!(channel));
     let ts = opt_str(p, "occurred_at").and_then(parse_ts);
-    let decky = opt_str(p, "decky_name").map(str::to_owned);
+    let decky: Option<Arc<str>> = opt_str(p, "decky_name").map(Arc::from);
     let mut out = Fanout::default();
     let mut push = |kind, payload| {
         let mut event = EvalEvent::new(kind, trigger_id, payload);

@@ -40,7 +40,7 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
-    /// Every kind, in declaration order.
+    /// Every kind, in declaration order (so `ALL[kind as usize] == kind`).
     pub const ALL: [SourceKind; 12] = [
         SourceKind::Command,
         SourceKind::HttpRequest,
@@ -189,6 +189,14 @@ mod tests {
             assert_eq!(kind.as_str().parse::<SourceKind>(), Ok(kind));
             let json = serde_json::to_string(&kind).unwrap();
             assert_eq!(json, format!("\"{}\"", kind.as_str()));
+        }
+    }
+
+    #[test]
+    fn all_is_in_declaration_order() {
+        // The engine indexes per-kind tables by `kind as usize`.
+        for (i, kind) in SourceKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind as usize, i);
         }
     }
 

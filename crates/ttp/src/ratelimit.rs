@@ -7,6 +7,7 @@
 //! number of active attackers, not history. This is a flood guard, not a replay guarantee.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use uuid::Uuid;
@@ -19,7 +20,7 @@ const WINDOW_SECS: i64 = 60;
 /// Counters of the current windows.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
-    counts: HashMap<(String, Uuid, i64), u32>,
+    counts: HashMap<(Arc<str>, Uuid, i64), u32>,
     newest_window: i64,
 }
 

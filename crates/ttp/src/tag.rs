@@ -5,7 +5,7 @@
 //! inserts ignore duplicates. The key format is shared with the Python implementation and
 //! must never gain a field.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
@@ -30,9 +30,33 @@ pub fn tag_id(
     technique_id: &str,
     sub_technique_id: Option<&str>,
 ) -> Uuid {
+    // Built by hand rather than with `format!`: this runs once per tag on the hot path.
     let sub = sub_technique_id.unwrap_or_default();
-    let key = format!("{kind}|{source_id}|{rule_id}|{rule_version}|{technique_id}|{sub}");
-    Uuid::new_v5(&TAG_NAMESPACE, key.as_bytes())
+    let mut digits = [0u8; 10];
+    let version = decimal(rule_version, &mut digits);
+    let parts = [kind.as_str(), source_id, rule_id, version, technique_id, sub];
+    let mut key = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(b'|');
+        }
+        key.extend_from_slice(part.as_bytes());
+    }
+    Uuid::new_v5(&TAG_NAMESPACE, &key)
+}
+
+/// `n` in decimal, written into `buf`.
+fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).expect("ASCII digits")
 }
 
 /// Round to four decimals, half away from zero.
@@ -40,7 +64,8 @@ pub fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
 }
 
-/// One tag, as stored and published.
+/// One tag, as stored and published. The strings that come from the rule are shared with
+/// the compiled index rather than copied per tag.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Tag {
     /// Deterministic id ([`tag_id`]).
@@ -48,33 +73,33 @@ pub struct Tag {
     /// Kind of the evaluation event.
     pub source_kind: SourceKind,
     /// Id of the evaluation event.
-    pub source_id: String,
+    pub source_id: Arc<str>,
     /// The attacker; null for identity tags.
     pub attacker_uuid: Option<Uuid>,
     /// The identity, when known.
     pub identity_uuid: Option<Uuid>,
     /// The sensor session.
-    pub session_id: Option<String>,
+    pub session_id: Option<Arc<str>>,
     /// The decoy.
-    pub decky_id: Option<String>,
+    pub decky_id: Option<Arc<str>>,
     /// `TA0007`.
-    pub tactic: String,
+    pub tactic: Arc<str>,
     /// Parent technique.
-    pub technique_id: String,
+    pub technique_id: Arc<str>,
     /// Sub-technique, when the emit names one.
-    pub sub_technique_id: Option<String>,
+    pub sub_technique_id: Option<Arc<str>>,
     /// Final confidence in [0.3, 1].
     pub confidence: f64,
     /// The rule that fired.
-    pub rule_id: String,
+    pub rule_id: Arc<str>,
     /// Its version.
     pub rule_version: u32,
     /// Why, in the closed key set of the source kind.
     pub evidence: Evidence,
     /// The ATT&CK release of the pack.
-    pub attack_release: String,
+    pub attack_release: Arc<str>,
     /// The technique's (or sub-technique's) page.
-    pub mitre_url: String,
+    pub mitre_url: Arc<str>,
     /// Evaluation time, microsecond precision.
     #[serde(serialize_with = "rfc3339_micros")]
     pub created_at: DateTime<Utc>,
@@ -99,6 +124,14 @@ mod tests {
         assert_eq!(plain.to_string(), "9aa491e5-f03b-5d8f-9eb5-161becedcdd6");
         let sub = tag_id(SourceKind::Command, "cmd_42", "R0015", 1, "T1548", Some("T1548.001"));
         assert_eq!(sub.to_string(), "4fd57b14-c135-544c-97d9-4fabc1051584");
+    }
+
+    #[test]
+    fn versions_are_plain_decimal() {
+        let mut buf = [0u8; 10];
+        assert_eq!(decimal(0, &mut buf), "0");
+        assert_eq!(decimal(1, &mut buf), "1");
+        assert_eq!(decimal(u32::MAX, &mut buf), "4294967295");
     }
 
     #[test]

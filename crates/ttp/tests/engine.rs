@@ -62,7 +62,7 @@ fn command(source_id: &str, text: &str) -> EvalEvent {
 }
 
 fn summary(tags: &[decnet_ttp::Tag]) -> Vec<(String, String, f64)> {
-    tags.iter().map(|t| (t.rule_id.clone(), t.sub_technique_id.clone().unwrap_or(t.technique_id.clone()), t.confidence)).collect()
+    tags.iter().map(|t| (t.rule_id.to_string(), t.sub_technique_id.as_ref().unwrap_or(&t.technique_id).to_string(), t.confidence)).collect()
 }
 
 #[test]
@@ -79,9 +79,9 @@ fn multi_emit_and_co_fire_in_rule_then_emit_order() {
     );
     let tag = &eval.tags[1];
     assert_eq!(tag.uuid.to_string(), "4fd57b14-c135-544c-97d9-4fabc1051584");
-    assert_eq!(tag.mitre_url, "https://attack.mitre.org/techniques/T1548/001");
-    assert_eq!(tag.tactic, "TA0004");
-    assert_eq!(tag.attack_release, "enterprise-v18.1");
+    assert_eq!(&*tag.mitre_url, "https://attack.mitre.org/techniques/T1548/001");
+    assert_eq!(&*tag.tactic, "TA0004");
+    assert_eq!(&*tag.attack_release, "enterprise-v18.1");
     assert_eq!(tag.session_id.as_deref(), Some("s1"));
     let evidence = serde_json::to_value(&tag.evidence).unwrap();
     assert_eq!(
@@ -115,7 +115,7 @@ fn disabled_rules_do_nothing_and_clipped_rules_are_capped() {
 
     states.set("R0015", RuleMode::Clipped { confidence_max: 0.5 });
     let eval = RuleIndex::with_states(&pack, &states).evaluate(&event, now());
-    let r15: Vec<f64> = eval.tags.iter().filter(|t| t.rule_id == "R0015").map(|t| t.confidence).collect();
+    let r15: Vec<f64> = eval.tags.iter().filter(|t| &*t.rule_id == "R0015").map(|t| t.confidence).collect();
     assert_eq!(r15, vec![0.5, 0.5]);
 }
 

@@ -9,7 +9,7 @@ const IP_UUID: &str = "6dd21fc3-121b-5123-aaa0-18e21dfe5b91";
 
 fn kinds_and_ids(subject: &str, body: Value) -> Vec<(SourceKind, String)> {
     let fanout = from_message(subject, &body).unwrap();
-    fanout.events.into_iter().map(|e| (e.kind, e.source_id)).collect()
+    fanout.events.into_iter().map(|e| (e.kind, e.source_id.to_string())).collect()
 }
 
 fn session(extra: Value) -> Value {
@@ -27,7 +27,7 @@ fn a_session_yields_session_then_commands_then_requests_then_auth() {
         "auth_attempts": [{"username": "root", "password": "x", "result": "failure", "ts": "2026-12-03T09:58:00Z"}],
     }));
     let fanout = from_message("attacker.session.ended", &body).unwrap();
-    let ids: Vec<(SourceKind, &str)> = fanout.events.iter().map(|e| (e.kind, e.source_id.as_str())).collect();
+    let ids: Vec<(SourceKind, &str)> = fanout.events.iter().map(|e| (e.kind, &*e.source_id)).collect();
     assert_eq!(
         ids,
         vec![
@@ -145,7 +145,7 @@ fn credential_reuse_fans_out_per_attacker() {
     let body = json!({"id": "reuse-9", "secret_kind": "password", "target_count": 3, "credential_hash": "abc",
         "attacker_uuids": [IP_UUID], "attacker_ips": ["203.0.113.7", "2001:db8::1"], "deckies": [], "services": []});
     let fanout = from_message("credential.reuse.detected", &body).unwrap();
-    let ids: Vec<&str> = fanout.events.iter().map(|e| e.source_id.as_str()).collect();
+    let ids: Vec<&str> = fanout.events.iter().map(|e| &*e.source_id).collect();
     assert_eq!(ids, vec![format!("reuse-9:{IP_UUID}"), "reuse-9:8b93dc54-50f0-5b96-b580-413ec4f58e5d".to_owned()]);
     assert_eq!(fanout.events[0].payload["attacker_count"], json!(2));
 }
@@ -156,7 +156,7 @@ fn identity_events_anchor_on_the_identity_only() {
         "shared_password_hash": "h1", "account_count": 4});
     let fanout = from_message("identity.formed", &body).unwrap();
     let event = &fanout.events[0];
-    assert_eq!(event.source_id, "22222222-2222-5222-8222-222222222222:h1");
+    assert_eq!(&*event.source_id, "22222222-2222-5222-8222-222222222222:h1");
     assert_eq!(event.attacker_uuid, None);
     assert!(event.identity_uuid.is_some());
 }
