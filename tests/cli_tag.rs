@@ -14,17 +14,30 @@ fn decnet(args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
 fn tags(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn rule_ids(tags: &[Value]) -> Vec<(String, String)> {
     tags.iter()
-        .map(|t| (t["source_id"].as_str().unwrap().to_owned(), t["rule_id"].as_str().unwrap().to_owned()))
+        .map(|t| {
+            (
+                t["source_id"].as_str().unwrap().to_owned(),
+                t["rule_id"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -41,13 +54,22 @@ fn malformed_lines_are_reported_with_their_number_and_the_rest_is_tagged() {
     .join("\n");
     let out = decnet(&["tag"], &input);
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(rule_ids(&tags(&out)), vec![("c1".into(), "R0014".into()), ("c3".into(), "R0018".into())]);
+    assert_eq!(
+        rule_ids(&tags(&out)),
+        vec![("c1".into(), "R0014".into()), ("c3".into(), "R0018".into())]
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     let reports: Vec<&str> = stderr.lines().collect();
     assert_eq!(reports.len(), 4, "{stderr}");
     assert!(reports[0].starts_with("line 2: invalid JSON: "), "{stderr}");
-    assert_eq!(reports[1], "line 4: no_anchor: no attacker_uuid, no parsable address and no identity, skipped");
-    assert_eq!(reports[2], "line 5: neither a tagging event (source_kind) nor a bus message (subject), skipped");
+    assert_eq!(
+        reports[1],
+        "line 4: no_anchor: no attacker_uuid, no parsable address and no identity, skipped"
+    );
+    assert_eq!(
+        reports[2],
+        "line 5: neither a tagging event (source_kind) nor a bus message (subject), skipped"
+    );
     assert_eq!(
         reports[3],
         "decnet tag: 5 lines, 3 invalid, 2 events, 2 tags, 0 suppressed (0 below_floor, 0 rate_limited), 0 list items skipped"
@@ -73,16 +95,34 @@ fn bus_messages_fan_out_like_the_tagger_and_replays_give_the_same_ids() {
     let ids = |t: &[Value]| t.iter().map(|t| t["uuid"].clone()).collect::<Vec<_>>();
     assert_eq!(ids(&a), ids(&b), "replay yields the same tag ids");
     let fired = rule_ids(&a);
-    assert!(fired.contains(&("sess-9#0".into(), "R0018".into())), "{fired:?}");
-    assert!(fired.contains(&("sess-9#0".into(), "R0019".into())), "{fired:?}");
-    assert!(fired.contains(&("sess-9#1".into(), "R0012".into())), "{fired:?}");
-    assert!(fired.contains(&("sess-9#req:0".into(), "R0009".into())), "{fired:?}");
+    assert!(
+        fired.contains(&("sess-9#0".into(), "R0018".into())),
+        "{fired:?}"
+    );
+    assert!(
+        fired.contains(&("sess-9#0".into(), "R0019".into())),
+        "{fired:?}"
+    );
+    assert!(
+        fired.contains(&("sess-9#1".into(), "R0012".into())),
+        "{fired:?}"
+    );
+    assert!(
+        fired.contains(&("sess-9#req:0".into(), "R0009".into())),
+        "{fired:?}"
+    );
     let download = a.iter().find(|t| t["rule_id"] == "R0012").unwrap();
-    assert_eq!(download["attacker_uuid"], json!("6dd21fc3-121b-5123-aaa0-18e21dfe5b91"));
+    assert_eq!(
+        download["attacker_uuid"],
+        json!("6dd21fc3-121b-5123-aaa0-18e21dfe5b91")
+    );
     assert_eq!(download["decky_id"], json!("decoy-01"));
     assert_eq!(download["session_id"], json!("sess-9"));
     let evidence = download["evidence"]["command_text"].as_str().unwrap();
-    assert!(evidence.contains("wget http://198.51.100.9/… -O"), "URLs are elided in evidence: {evidence}");
+    assert!(
+        evidence.contains("wget http://198.51.100.9/… -O"),
+        "URLs are elided in evidence: {evidence}"
+    );
 }
 
 #[test]
@@ -108,5 +148,8 @@ fn the_rate_limit_applies_offline() {
     let out = decnet(&["tag"], &lines.join("\n"));
     assert_eq!(tags(&out).len(), 60);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("65 events, 60 tags, 5 suppressed (0 below_floor, 5 rate_limited)"), "{stderr}");
+    assert!(
+        stderr.contains("65 events, 60 tags, 5 suppressed (0 below_floor, 5 rate_limited)"),
+        "{stderr}"
+    );
 }

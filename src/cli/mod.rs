@@ -13,7 +13,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(name = "decnet", version, about)]
 pub(crate) struct Cli {
     /// Log format on standard error.
-    #[arg(long, global = true, env = "DECNET_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "DECNET_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub(crate) log_format: LogFormat,
 
     #[command(subcommand)]
@@ -42,14 +48,20 @@ enum Command {
 #[derive(Debug, clap::Args)]
 pub(crate) struct RulesDir {
     /// Directory of rule files (R0001.yaml …).
-    #[arg(long = "rules-dir", env = "DECNET_RULES_DIR", default_value = "rules/ttp")]
+    #[arg(
+        long = "rules-dir",
+        env = "DECNET_RULES_DIR",
+        default_value = "rules/ttp"
+    )]
     pub(crate) path: PathBuf,
 }
 
 pub(crate) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DECNET_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -56,9 +56,14 @@ pub(crate) fn run(command: RulesCommand) -> ExitCode {
     match command {
         RulesCommand::Validate { dir } => validate(&dir),
         RulesCommand::List(rules) => with_pack(&rules.path, list),
-        RulesCommand::Test { rules, corpus, selection, json } => {
-            with_pack(&rules.path, |loaded| test(&loaded.pack, &corpus, &selection, json))
-        }
+        RulesCommand::Test {
+            rules,
+            corpus,
+            selection,
+            json,
+        } => with_pack(&rules.path, |loaded| {
+            test(&loaded.pack, &corpus, &selection, json)
+        }),
         RulesCommand::Coverage { rules, navigator } => {
             with_pack(&rules.path, |loaded| coverage(&loaded.pack, &navigator))
         }
@@ -97,7 +102,12 @@ fn validate(dir: &Path) -> ExitCode {
             for e in &errors {
                 report(&e.to_string());
             }
-            report(&format!("{}: {} error{} found", dir.display(), errors.len(), if errors.len() == 1 { "" } else { "s" }));
+            report(&format!(
+                "{}: {} error{} found",
+                dir.display(),
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            ));
             ExitCode::FAILURE
         }
         Err(e) => {
@@ -109,12 +119,22 @@ fn validate(dir: &Path) -> ExitCode {
 
 fn list(loaded: &Loaded) -> ExitCode {
     let mut out = String::new();
-    out.push_str(&format!("{:<6} {:<34} {:<22} {:<40} {}\n", "ID", "NAME", "KINDS", "TECHNIQUES", "STATE"));
+    out.push_str(&format!(
+        "{:<6} {:<34} {:<22} {:<40} {}\n",
+        "ID", "NAME", "KINDS", "TECHNIQUES", "STATE"
+    ));
     for rule in loaded.pack.rules() {
         let kinds: Vec<&str> = rule.applies_to.iter().map(|k| k.as_str()).collect();
         let techniques: Vec<&str> = rule.emits.iter().map(|e| e.attack_id()).collect();
         // Offline there is no rule store: every rule of a directory runs enabled.
-        out.push_str(&format!("{:<6} {:<34} {:<22} {:<40} {}\n", rule.rule_id, rule.name, kinds.join(","), techniques.join(","), "enabled"));
+        out.push_str(&format!(
+            "{:<6} {:<34} {:<22} {:<40} {}\n",
+            rule.rule_id,
+            rule.name,
+            kinds.join(","),
+            techniques.join(","),
+            "enabled"
+        ));
     }
     write_stdout(&out)
 }
@@ -136,14 +156,30 @@ fn select(pack: &Pack, selection: &[String]) -> Result<BTreeSet<String>, String>
     let mut ids = BTreeSet::new();
     for item in selection {
         match item.split_once('-') {
-            Some((lo, hi)) if decnet_ttp::rule::is_rule_id(lo) && decnet_ttp::rule::is_rule_id(hi) && lo <= hi => {
-                ids.extend(pack.rules().iter().map(|r| &r.rule_id).filter(|id| id.as_str() >= lo && id.as_str() <= hi).cloned());
+            Some((lo, hi))
+                if decnet_ttp::rule::is_rule_id(lo)
+                    && decnet_ttp::rule::is_rule_id(hi)
+                    && lo <= hi =>
+            {
+                ids.extend(
+                    pack.rules()
+                        .iter()
+                        .map(|r| &r.rule_id)
+                        .filter(|id| id.as_str() >= lo && id.as_str() <= hi)
+                        .cloned(),
+                );
             }
             None if pack.get(item).is_some() => {
                 ids.insert(item.clone());
             }
-            None if decnet_ttp::rule::is_rule_id(item) => return Err(format!("--rule {item}: the pack holds no such rule")),
-            _ => return Err(format!("--rule {item}: expected a rule id (R0012) or a range (R0010-R0029)")),
+            None if decnet_ttp::rule::is_rule_id(item) => {
+                return Err(format!("--rule {item}: the pack holds no such rule"));
+            }
+            _ => {
+                return Err(format!(
+                    "--rule {item}: expected a rule id (R0012) or a range (R0010-R0029)"
+                ));
+            }
         }
     }
     Ok(ids)
@@ -161,7 +197,11 @@ fn test(pack: &Pack, corpus_dir: &Path, selection: &[String], json: bool) -> Exi
         Ok(rows) => rows,
         Err(CorpusError::Invalid(errors)) => {
             errors.iter().for_each(|e| report(e));
-            report(&format!("{}: invalid corpus ({} errors)", corpus_dir.display(), errors.len()));
+            report(&format!(
+                "{}: invalid corpus ({} errors)",
+                corpus_dir.display(),
+                errors.len()
+            ));
             return ExitCode::from(EXIT_UNUSABLE);
         }
         Err(e) => {
@@ -172,7 +212,9 @@ fn test(pack: &Pack, corpus_dir: &Path, selection: &[String], json: bool) -> Exi
     let index = RuleIndex::new(pack);
     let result = corpus::score(&index, &rows, &selected, Utc::now());
     let text = if json {
-        serde_json::to_string_pretty(&result).map(|s| s + "\n").unwrap_or_default()
+        serde_json::to_string_pretty(&result)
+            .map(|s| s + "\n")
+            .unwrap_or_default()
     } else {
         render(&result, rows.len())
     };
@@ -180,7 +222,11 @@ fn test(pack: &Pack, corpus_dir: &Path, selection: &[String], json: bool) -> Exi
     if written != ExitCode::SUCCESS {
         return written;
     }
-    if result.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if result.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn pct(x: Option<f64>) -> String {
@@ -190,7 +236,18 @@ fn pct(x: Option<f64>) -> String {
 fn render(report: &Report, rows: usize) -> String {
     let mut out = format!(
         "{:<6} {:<4} {:>5} {:>5} {:>5} {:>4} {:>4} {:>4} {:>9} {:>7} {:<14} {}\n",
-        "RULE", "BAND", "ROWS", "POS", "NEG", "TP", "FP", "FN", "PRECISION", "RECALL", "TARGETS", "RESULT"
+        "RULE",
+        "BAND",
+        "ROWS",
+        "POS",
+        "NEG",
+        "TP",
+        "FP",
+        "FN",
+        "PRECISION",
+        "RECALL",
+        "TARGETS",
+        "RESULT"
     );
     for r in &report.rules {
         out.push_str(&format!(
@@ -212,9 +269,21 @@ fn render(report: &Report, rows: usize) -> String {
     for r in report.rules.iter().filter(|r| !r.pass) {
         let mut why = Vec::new();
         if r.positives < corpus::MIN_ROWS_EACH_SIDE || r.negatives < corpus::MIN_ROWS_EACH_SIDE {
-            why.push(format!("needs ≥{} positive and ≥{} negative rows", corpus::MIN_ROWS_EACH_SIDE, corpus::MIN_ROWS_EACH_SIDE));
+            why.push(format!(
+                "needs ≥{} positive and ≥{} negative rows",
+                corpus::MIN_ROWS_EACH_SIDE,
+                corpus::MIN_ROWS_EACH_SIDE
+            ));
         }
-        out.push_str(&format!("\n{} FAIL{}\n", r.rule_id, if why.is_empty() { String::new() } else { format!(": {}", why.join("; ")) }));
+        out.push_str(&format!(
+            "\n{} FAIL{}\n",
+            r.rule_id,
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", why.join("; "))
+            }
+        ));
         for label in &r.fp_labels {
             out.push_str(&format!("  FP {label}\n"));
         }
@@ -223,10 +292,16 @@ fn render(report: &Report, rows: usize) -> String {
         }
     }
     if !report.not_scored.is_empty() {
-        out.push_str(&format!("\nnot scored (not in the pack): {}\n", report.not_scored.join(", ")));
+        out.push_str(&format!(
+            "\nnot scored (not in the pack): {}\n",
+            report.not_scored.join(", ")
+        ));
     }
     let passed = report.rules.iter().filter(|r| r.pass).count();
-    out.push_str(&format!("\n{passed}/{} rules pass on {rows} corpus rows\n", report.rules.len()));
+    out.push_str(&format!(
+        "\n{passed}/{} rules pass on {rows} corpus rows\n",
+        report.rules.len()
+    ));
     out
 }
 
@@ -239,6 +314,10 @@ fn coverage(pack: &Pack, path: &Path) -> ExitCode {
         report(&format!("cannot write {}: {e}", path.display()));
         return ExitCode::from(EXIT_UNUSABLE);
     }
-    report(&format!("{}: {techniques} technique cells from {} rules", path.display(), pack.rules().len()));
+    report(&format!(
+        "{}: {techniques} technique cells from {} rules",
+        path.display(),
+        pack.rules().len()
+    ));
     ExitCode::SUCCESS
 }

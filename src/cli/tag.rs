@@ -48,16 +48,25 @@ pub(crate) fn run(args: &TagArgs) -> ExitCode {
         Ok(loaded) => RuleIndex::new(&loaded.pack),
         Err(e) => return super::rules::report_load_error(&args.rules.path, &e),
     };
-    let mut tagger = Tagger { index: &index, limiter: RateLimiter::default(), summary: Summary::default() };
+    let mut tagger = Tagger {
+        index: &index,
+        limiter: RateLimiter::default(),
+        summary: Summary::default(),
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let result = if args.files.is_empty() {
         tagger.read(None, std::io::stdin().lock(), &mut out)
     } else {
-        args.files.iter().try_for_each(|path| match std::fs::File::open(path) {
-            Ok(file) => tagger.read(Some(path), BufReader::new(file), &mut out),
-            Err(e) => Err(std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))),
-        })
+        args.files
+            .iter()
+            .try_for_each(|path| match std::fs::File::open(path) {
+                Ok(file) => tagger.read(Some(path), BufReader::new(file), &mut out),
+                Err(e) => Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot read {}: {e}", path.display()),
+                )),
+            })
     };
     if let Err(e) = result.and_then(|()| out.flush()) {
         report(&format!("decnet tag: {e}"));
@@ -66,13 +75,25 @@ pub(crate) fn run(args: &TagArgs) -> ExitCode {
     let s = &tagger.summary;
     report(&format!(
         "decnet tag: {} lines, {} invalid, {} events, {} tags, {} suppressed ({} below_floor, {} rate_limited), {} list items skipped",
-        s.lines, s.invalid, s.events, s.tags, s.below_floor + s.rate_limited, s.below_floor, s.rate_limited, s.skipped_items
+        s.lines,
+        s.invalid,
+        s.events,
+        s.tags,
+        s.below_floor + s.rate_limited,
+        s.below_floor,
+        s.rate_limited,
+        s.skipped_items
     ));
     ExitCode::SUCCESS
 }
 
 impl Tagger<'_> {
-    fn read(&mut self, path: Option<&PathBuf>, input: impl BufRead, out: &mut impl Write) -> std::io::Result<()> {
+    fn read(
+        &mut self,
+        path: Option<&PathBuf>,
+        input: impl BufRead,
+        out: &mut impl Write,
+    ) -> std::io::Result<()> {
         for (i, line) in input.lines().enumerate() {
             let line = line?;
             if line.trim().is_empty() {
@@ -88,7 +109,10 @@ impl Tagger<'_> {
                 }
                 Err(reason) => {
                     self.summary.invalid += 1;
-                    let at = path.map_or_else(|| format!("line {}", i + 1), |p| format!("{}:{}", p.display(), i + 1));
+                    let at = path.map_or_else(
+                        || format!("line {}", i + 1),
+                        |p| format!("{}:{}", p.display(), i + 1),
+                    );
                     report(&format!("{at}: {reason}, skipped"));
                 }
             }
@@ -101,9 +125,14 @@ impl Tagger<'_> {
         let now = Utc::now();
         let mut eval = self.index.evaluate(event, now);
         let index = self.index;
-        let limit_of = |id: &str| index.get(id).map_or(u32::MAX, |(r, _)| r.rate_limit_per_minute);
+        let limit_of = |id: &str| {
+            index
+                .get(id)
+                .map_or(u32::MAX, |(r, _)| r.rate_limit_per_minute)
+        };
         let mode_of = |id: &str| index.get(id).map(|(_, m)| m).unwrap_or_default();
-        self.limiter.apply(&mut eval, event.ts.unwrap_or(now), limit_of, mode_of);
+        self.limiter
+            .apply(&mut eval, event.ts.unwrap_or(now), limit_of, mode_of);
         for tag in &eval.tags {
             serde_json::to_writer(&mut *out, tag)?;
             out.write_all(b"\n")?;
@@ -127,16 +156,26 @@ fn events_of_line(line: &str) -> Result<(Vec<EvalEvent>, usize), String> {
     };
     let describe = |e: FanoutError| e.to_string();
     if obj.contains_key("subject") {
-        let subject = obj.get("subject").and_then(Value::as_str).ok_or("subject: expected string")?;
-        if let Some(k) = obj.keys().find(|k| !["subject", "payload", "msg_id"].contains(&k.as_str())) {
+        let subject = obj
+            .get("subject")
+            .and_then(Value::as_str)
+            .ok_or("subject: expected string")?;
+        if let Some(k) = obj
+            .keys()
+            .find(|k| !["subject", "payload", "msg_id"].contains(&k.as_str()))
+        {
             return Err(format!("{k}: unknown key in a bus message line"));
         }
-        let payload = obj.get("payload").ok_or("payload: missing required field")?;
+        let payload = obj
+            .get("payload")
+            .ok_or("payload: missing required field")?;
         let fanout = fanout::from_message(subject, payload).map_err(describe)?;
         return Ok((fanout.events, fanout.skipped_items + fanout.truncated_items));
     }
     if obj.contains_key("source_kind") {
-        return fanout::from_tagging_event(&obj).map(|e| (vec![e], 0)).map_err(describe);
+        return fanout::from_tagging_event(&obj)
+            .map(|e| (vec![e], 0))
+            .map_err(describe);
     }
     Err("neither a tagging event (source_kind) nor a bus message (subject)".to_owned())
 }

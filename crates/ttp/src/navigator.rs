@@ -12,13 +12,20 @@ use crate::catalogue::Catalogue;
 use crate::rule::RuleDef;
 
 /// Build a coverage layer for `rules` (typically a whole pack).
-pub fn coverage_layer<'a>(rules: impl IntoIterator<Item = &'a RuleDef>, catalogue: &Catalogue) -> Value {
+pub fn coverage_layer<'a>(
+    rules: impl IntoIterator<Item = &'a RuleDef>,
+    catalogue: &Catalogue,
+) -> Value {
     // (technique, tactic shortname) → (best confidence, rule ids)
     let mut cells: BTreeMap<(String, String), (f64, Vec<String>)> = BTreeMap::new();
     for rule in rules {
         for emit in &rule.emits {
-            let Some(tactic) = catalogue.tactic(&emit.tactic) else { continue };
-            let cell = cells.entry((emit.attack_id().to_owned(), tactic.shortname.clone())).or_default();
+            let Some(tactic) = catalogue.tactic(&emit.tactic) else {
+                continue;
+            };
+            let cell = cells
+                .entry((emit.attack_id().to_owned(), tactic.shortname.clone()))
+                .or_default();
             cell.0 = cell.0.max(emit.confidence);
             if !cell.1.contains(&rule.rule_id) {
                 cell.1.push(rule.rule_id.clone());
@@ -39,7 +46,15 @@ pub fn coverage_layer<'a>(rules: impl IntoIterator<Item = &'a RuleDef>, catalogu
             })
         })
         .collect();
-    let major = catalogue.release().rsplit('v').next().unwrap_or("18").split('.').next().unwrap_or("18").to_owned();
+    let major = catalogue
+        .release()
+        .rsplit('v')
+        .next()
+        .unwrap_or("18")
+        .split('.')
+        .next()
+        .unwrap_or("18")
+        .to_owned();
     json!({
         "name": "decnet rule pack coverage",
         "versions": {"attack": major, "navigator": "5.1.0", "layer": "4.5"},

@@ -57,7 +57,12 @@ impl fmt::Display for LoadError {
         match self {
             LoadError::Io { path, source } => write!(f, "cannot read {}: {source}", path.display()),
             LoadError::Invalid(errors) => {
-                write!(f, "invalid rule pack ({} error{})", errors.len(), plural(errors.len()))
+                write!(
+                    f,
+                    "invalid rule pack ({} error{})",
+                    errors.len(),
+                    plural(errors.len())
+                )
             }
         }
     }
@@ -96,7 +101,11 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, LoadError> {
 }
 
 /// [`load_dir`] with an explicit catalogue and date (tests).
-pub fn load_dir_with(dir: &Path, catalogue: &Catalogue, today: NaiveDate) -> Result<Loaded, LoadError> {
+pub fn load_dir_with(
+    dir: &Path,
+    catalogue: &Catalogue,
+    today: NaiveDate,
+) -> Result<Loaded, LoadError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| LoadError::Io { path, source }
@@ -138,7 +147,10 @@ pub fn load_dir_with(dir: &Path, catalogue: &Catalogue, today: NaiveDate) -> Res
         });
     }
     if errors.is_empty() {
-        Ok(Loaded { pack: Pack::from_rules(rules), warnings })
+        Ok(Loaded {
+            pack: Pack::from_rules(rules),
+            warnings,
+        })
     } else {
         Err(LoadError::Invalid(errors))
     }
@@ -151,7 +163,14 @@ mod tests {
     #[test]
     fn only_rule_file_names_are_read() {
         assert_eq!(rule_file_stem("R0015.yaml"), Some("R0015"));
-        for name in ["R0015.yml", ".R0015.yaml.swp", "R015.yaml", "r0015.yaml", "R0015.yaml~", "notes.yaml"] {
+        for name in [
+            "R0015.yml",
+            ".R0015.yaml.swp",
+            "R015.yaml",
+            "r0015.yaml",
+            "R0015.yaml~",
+            "notes.yaml",
+        ] {
             assert_eq!(rule_file_stem(name), None, "{name}");
         }
     }

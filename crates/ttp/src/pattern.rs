@@ -54,7 +54,11 @@ pub fn compile(pattern: &str) -> Result<Regex, PatternError> {
 /// The regex crate reports syntax errors over several lines with a caret diagram; a rule
 /// error is one line, so keep the final explanation and the offending pattern excerpt.
 fn one_line(message: &str) -> String {
-    let lines: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     match lines.iter().rposition(|l| l.starts_with("error:")) {
         Some(i) => lines[i].trim_start_matches("error:").trim().to_owned(),
         None => lines.join(" "),
@@ -98,7 +102,10 @@ mod tests {
     #[test]
     fn look_around_is_a_clear_error() {
         let err = compile(r"foo(?=bar)").unwrap_err();
-        assert_eq!(err.to_string(), "invalid regex: look-around, including look-ahead and look-behind, is not supported");
+        assert_eq!(
+            err.to_string(),
+            "invalid regex: look-around, including look-ahead and look-behind, is not supported"
+        );
     }
 
     #[test]

@@ -42,13 +42,20 @@ impl RateLimiter {
                 eval.tags.push(tag);
                 continue;
             };
-            let count = self.counts.entry((tag.rule_id.clone(), anchor, window)).or_default();
+            let count = self
+                .counts
+                .entry((tag.rule_id.clone(), anchor, window))
+                .or_default();
             *count += 1;
             if *count <= limit_of(&tag.rule_id) {
                 eval.tags.push(tag);
             } else {
                 let mode = mode_of(&tag.rule_id);
-                eval.suppressed.push(Suppressed { tag, reason: SuppressReason::RateLimited, mode });
+                eval.suppressed.push(Suppressed {
+                    tag,
+                    reason: SuppressReason::RateLimited,
+                    mode,
+                });
             }
         }
     }

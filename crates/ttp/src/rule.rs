@@ -82,7 +82,11 @@ impl RegexMatcher {
         if self.fields.is_empty() {
             return kind.default_field().into_iter().collect();
         }
-        self.fields.iter().map(String::as_str).filter(|f| kind.has_string_field(f)).collect()
+        self.fields
+            .iter()
+            .map(String::as_str)
+            .filter(|f| kind.has_string_field(f))
+            .collect()
     }
 }
 
@@ -102,7 +106,9 @@ pub struct Emit {
 impl Emit {
     /// The most specific id: the sub-technique when there is one.
     pub fn attack_id(&self) -> &str {
-        self.sub_technique_id.as_deref().unwrap_or(&self.technique_id)
+        self.sub_technique_id
+            .as_deref()
+            .unwrap_or(&self.technique_id)
     }
 }
 
@@ -155,7 +161,11 @@ pub fn parse_rule(
     catalogue: &Catalogue,
     today: NaiveDate,
 ) -> Result<(RuleDef, Vec<RuleError>), Diagnostics> {
-    let mut v = Validator { file, catalogue, diag: Diagnostics::default() };
+    let mut v = Validator {
+        file,
+        catalogue,
+        diag: Diagnostics::default(),
+    };
     let root = match yaml::parse(text) {
         Ok(Some(root)) => root,
         Ok(None) => {
@@ -214,26 +224,49 @@ struct Fields<'n> {
 
 impl<'n> Fields<'n> {
     fn get(&self, key: &str) -> Option<&'n Node> {
-        self.entries.iter().find(|(k, _, _)| *k == key).map(|(_, _, v)| *v)
+        self.entries
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, _, v)| *v)
     }
 }
 
 impl Validator<'_> {
     fn error(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
-        let e = RuleError { file: self.file.to_owned(), pos, path: path.to_owned(), message: message.into() };
+        let e = RuleError {
+            file: self.file.to_owned(),
+            pos,
+            path: path.to_owned(),
+            message: message.into(),
+        };
         self.diag.errors.push(e);
     }
 
     fn warn(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
-        let e = RuleError { file: self.file.to_owned(), pos, path: path.to_owned(), message: message.into() };
+        let e = RuleError {
+            file: self.file.to_owned(),
+            pos,
+            path: path.to_owned(),
+            message: message.into(),
+        };
         self.diag.warnings.push(e);
     }
 
     /// Check a mapping's keys: unknown and duplicate keys are errors, required ones must be
     /// present. `path` is the mapping's own path (`match`), empty at the top.
-    fn fields<'n>(&mut self, node: &'n Node, path: &str, known: &[&str], required: &[&str]) -> Option<Fields<'n>> {
+    fn fields<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        known: &[&str],
+        required: &[&str],
+    ) -> Option<Fields<'n>> {
         let Value::Map(entries) = &node.value else {
-            let what = if path.is_empty() { "the rule" } else { "expected a mapping" };
+            let what = if path.is_empty() {
+                "the rule"
+            } else {
+                "expected a mapping"
+            };
             let msg = if path.is_empty() {
                 format!("{what} must be a mapping, found {}", node.shape())
             } else {
@@ -242,7 +275,9 @@ impl Validator<'_> {
             self.error(node.pos, path, msg);
             return None;
         };
-        let mut fields = Fields { entries: Vec::new() };
+        let mut fields = Fields {
+            entries: Vec::new(),
+        };
         let mut unknown = Vec::new();
         for (key, value) in entries {
             let Some(name) = key.as_scalar() else {
@@ -259,13 +294,21 @@ impl Validator<'_> {
         }
         // A misspelt required key is reported once, as the unknown key it is, with the
         // name it probably meant.
-        let missing: Vec<&str> = required.iter().copied().filter(|k| fields.get(k).is_none()).collect();
+        let missing: Vec<&str> = required
+            .iter()
+            .copied()
+            .filter(|k| fields.get(k).is_none())
+            .collect();
         let mut explained = Vec::new();
         for (name, pos) in unknown {
             match missing.iter().find(|m| is_near(name, m)) {
                 Some(meant) => {
                     explained.push(*meant);
-                    self.error(pos, &join(path, name), format!("unknown key (did you mean {meant}?)"));
+                    self.error(
+                        pos,
+                        &join(path, name),
+                        format!("unknown key (did you mean {meant}?)"),
+                    );
                 }
                 None => self.error(pos, &join(path, name), "unknown key"),
             }
@@ -281,7 +324,11 @@ impl Validator<'_> {
         match &node.value {
             Value::Scalar(s, quoted) if *quoted || !yaml::is_null(s) => Some(s.clone()),
             _ => {
-                self.error(node.pos, path, format!("expected a string, found {}", node.shape()));
+                self.error(
+                    node.pos,
+                    path,
+                    format!("expected a string, found {}", node.shape()),
+                );
                 None
             }
         }
@@ -293,7 +340,11 @@ impl Validator<'_> {
             _ => None,
         };
         if parsed.is_none() {
-            self.error(node.pos, path, format!("expected a number, found {}", describe(node)));
+            self.error(
+                node.pos,
+                path,
+                format!("expected a number, found {}", describe(node)),
+            );
         }
         parsed
     }
@@ -310,7 +361,11 @@ impl Validator<'_> {
                 None
             }
             None => {
-                self.error(node.pos, path, format!("expected an integer, found {}", describe(node)));
+                self.error(
+                    node.pos,
+                    path,
+                    format!("expected an integer, found {}", describe(node)),
+                );
                 None
             }
         }
@@ -320,7 +375,11 @@ impl Validator<'_> {
         match &node.value {
             Value::Seq(items) => Some(items),
             _ => {
-                self.error(node.pos, path, format!("expected a list, found {}", node.shape()));
+                self.error(
+                    node.pos,
+                    path,
+                    format!("expected a list, found {}", node.shape()),
+                );
                 None
             }
         }
@@ -330,7 +389,11 @@ impl Validator<'_> {
         let text = self.string(node, path)?;
         let parsed = NaiveDate::parse_from_str(&text, "%Y-%m-%d").ok();
         if parsed.is_none() {
-            self.error(node.pos, path, format!("{text:?} is not an ISO date (YYYY-MM-DD)"));
+            self.error(
+                node.pos,
+                path,
+                format!("{text:?} is not an ISO date (YYYY-MM-DD)"),
+            );
         }
         parsed
     }
@@ -339,7 +402,9 @@ impl Validator<'_> {
         let f = self.fields(root, "", TOP_KEYS, REQUIRED_KEYS)?;
 
         let rule_id = f.get("rule_id").and_then(|n| self.rule_id(n, stem));
-        let rule_version = f.get("rule_version").and_then(|n| self.integer(n, "rule_version", 1, u64::from(u32::MAX)));
+        let rule_version = f
+            .get("rule_version")
+            .and_then(|n| self.integer(n, "rule_version", 1, u64::from(u32::MAX)));
         let name = f.get("name").and_then(|n| self.name(n));
         let description = f.get("description").and_then(|n| self.description(n));
         let attack_release = f.get("attack_release").and_then(|n| self.release(n));
@@ -348,14 +413,26 @@ impl Validator<'_> {
         // Fields and evidence keys are checked against the kinds; with unusable kinds those
         // checks would only repeat the kinds' error.
         let kinds = applies_to.as_deref();
-        let matcher = f.get("match").zip(kinds).and_then(|(n, k)| self.matcher(n, k));
-        let evidence_fields = f.get("evidence_fields").zip(kinds).and_then(|(n, k)| self.evidence_fields(n, k));
+        let matcher = f
+            .get("match")
+            .zip(kinds)
+            .and_then(|(n, k)| self.matcher(n, k));
+        let evidence_fields = f
+            .get("evidence_fields")
+            .zip(kinds)
+            .and_then(|(n, k)| self.evidence_fields(n, k));
         let rate_limit = match f.get("rate_limit_per_minute") {
-            Some(n) => self.integer(n, "rate_limit_per_minute", 1, 100_000).map(|n| n as u32),
+            Some(n) => self
+                .integer(n, "rate_limit_per_minute", 1, 100_000)
+                .map(|n| n as u32),
             None => Some(DEFAULT_RATE_LIMIT_PER_MINUTE),
         };
-        let last_reviewed = f.get("last_reviewed").and_then(|n| self.date(n, "last_reviewed"));
-        let next_review = f.get("next_review").and_then(|n| self.date(n, "next_review"));
+        let last_reviewed = f
+            .get("last_reviewed")
+            .and_then(|n| self.date(n, "last_reviewed"));
+        let next_review = f
+            .get("next_review")
+            .and_then(|n| self.date(n, "next_review"));
         self.review_dates(f.get("next_review"), last_reviewed, next_review, today);
 
         Some(RuleDef {
@@ -377,11 +454,19 @@ impl Validator<'_> {
     fn rule_id(&mut self, node: &Node, stem: &str) -> Option<String> {
         let id = self.string(node, "rule_id")?;
         if !is_rule_id(&id) {
-            self.error(node.pos, "rule_id", format!("{id:?} does not match R followed by four digits"));
+            self.error(
+                node.pos,
+                "rule_id",
+                format!("{id:?} does not match R followed by four digits"),
+            );
             return None;
         }
         if id != stem {
-            self.error(node.pos, "rule_id", format!("{id:?} differs from the file name {stem:?}"));
+            self.error(
+                node.pos,
+                "rule_id",
+                format!("{id:?} differs from the file name {stem:?}"),
+            );
             return None;
         }
         Some(id)
@@ -392,9 +477,17 @@ impl Validator<'_> {
         let ok = name.len() >= 3
             && name.len() <= 64
             && name.starts_with(|c: char| c.is_ascii_lowercase())
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !ok {
-            self.error(node.pos, "name", format!("{name:?} must be 3-64 characters of a-z, 0-9 and _, starting with a letter"));
+            self.error(
+                node.pos,
+                "name",
+                format!(
+                    "{name:?} must be 3-64 characters of a-z, 0-9 and _, starting with a letter"
+                ),
+            );
             return None;
         }
         Some(name)
@@ -413,7 +506,11 @@ impl Validator<'_> {
         let release = self.string(node, "attack_release")?;
         let bundled = self.catalogue.release();
         if release != bundled {
-            self.error(node.pos, "attack_release", format!("{release:?} differs from bundled catalogue {bundled:?}"));
+            self.error(
+                node.pos,
+                "attack_release",
+                format!("{release:?} differs from bundled catalogue {bundled:?}"),
+            );
             return None;
         }
         Some(release)
@@ -428,9 +525,13 @@ impl Validator<'_> {
         let mut kinds = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let path = format!("applies_to[{i}]");
-            let Some(name) = self.string(item, &path) else { continue };
+            let Some(name) = self.string(item, &path) else {
+                continue;
+            };
             match name.parse::<SourceKind>() {
-                Ok(kind) if kinds.contains(&kind) => self.error(item.pos, &path, format!("{kind} is listed twice")),
+                Ok(kind) if kinds.contains(&kind) => {
+                    self.error(item.pos, &path, format!("{kind} is listed twice"))
+                }
                 Ok(kind) => kinds.push(kind),
                 Err(e) => self.error(item.pos, &path, e.to_string()),
             }
@@ -447,9 +548,18 @@ impl Validator<'_> {
         let mut emits: Vec<Emit> = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let path = format!("emits[{i}]");
-            let Some(emit) = self.emit(item, &path) else { continue };
+            let Some(emit) = self.emit(item, &path) else {
+                continue;
+            };
             if emits.iter().any(|e| e.attack_id() == emit.attack_id()) {
-                self.error(item.pos, &path, format!("{} is emitted twice (the tag ids would collide)", emit.attack_id()));
+                self.error(
+                    item.pos,
+                    &path,
+                    format!(
+                        "{} is emitted twice (the tag ids would collide)",
+                        emit.attack_id()
+                    ),
+                );
                 continue;
             }
             emits.push(emit);
@@ -458,20 +568,59 @@ impl Validator<'_> {
     }
 
     fn emit(&mut self, node: &Node, path: &str) -> Option<Emit> {
-        let f = self.fields(node, path, EMIT_KEYS, &["tactic", "technique_id", "confidence"])?;
+        let f = self.fields(
+            node,
+            path,
+            EMIT_KEYS,
+            &["tactic", "technique_id", "confidence"],
+        )?;
         let errors_before = self.diag.errors.len();
-        let tactic = f.get("tactic").and_then(|n| self.id_field(n, &join(path, "tactic"), is_tactic_id, "TA followed by four digits"));
-        let technique = f.get("technique_id").and_then(|n| self.id_field(n, &join(path, "technique_id"), is_technique_id, "T followed by four digits"));
-        let sub = f.get("sub_technique_id").and_then(|n| self.id_field(n, &join(path, "sub_technique_id"), is_sub_technique_id, "Txxxx.yyy"));
-        let confidence = f.get("confidence").and_then(|n| self.confidence(n, &join(path, "confidence")));
+        let tactic = f.get("tactic").and_then(|n| {
+            self.id_field(
+                n,
+                &join(path, "tactic"),
+                is_tactic_id,
+                "TA followed by four digits",
+            )
+        });
+        let technique = f.get("technique_id").and_then(|n| {
+            self.id_field(
+                n,
+                &join(path, "technique_id"),
+                is_technique_id,
+                "T followed by four digits",
+            )
+        });
+        let sub = f.get("sub_technique_id").and_then(|n| {
+            self.id_field(
+                n,
+                &join(path, "sub_technique_id"),
+                is_sub_technique_id,
+                "Txxxx.yyy",
+            )
+        });
+        let confidence = f
+            .get("confidence")
+            .and_then(|n| self.confidence(n, &join(path, "confidence")));
         if self.diag.errors.len() != errors_before {
             return None;
         }
-        let emit = Emit { tactic: tactic?, technique_id: technique?, sub_technique_id: sub, confidence: confidence? };
+        let emit = Emit {
+            tactic: tactic?,
+            technique_id: technique?,
+            sub_technique_id: sub,
+            confidence: confidence?,
+        };
         self.check_emit_catalogue(&f, &emit, path).then_some(emit)
     }
 
-    fn id_field(&mut self, node: &Node, path: &str, ok: fn(&str) -> bool, form: &str) -> Option<String> {
+    fn id_field(
+        &mut self,
+        node: &Node,
+        path: &str,
+        ok: fn(&str) -> bool,
+        form: &str,
+    ) -> Option<String> {
         let id = self.string(node, path)?;
         if !ok(&id) {
             self.error(node.pos, path, format!("{id:?} is not of the form {form}"));
@@ -487,7 +636,11 @@ impl Validator<'_> {
             return None;
         }
         if c < MIN_BASE_CONFIDENCE {
-            self.error(node.pos, path, format!("{c} is below {MIN_BASE_CONFIDENCE}: low-band rules are not shipped"));
+            self.error(
+                node.pos,
+                path,
+                format!("{c} is below {MIN_BASE_CONFIDENCE}: low-band rules are not shipped"),
+            );
             return None;
         }
         Some(c)
@@ -499,29 +652,74 @@ impl Validator<'_> {
         let cat = self.catalogue;
         let before = self.diag.errors.len();
         if cat.tactic(&emit.tactic).is_none() {
-            self.error(pos_of("tactic"), &join(path, "tactic"), format!("{} is not a tactic of {}", emit.tactic, cat.release()));
+            self.error(
+                pos_of("tactic"),
+                &join(path, "tactic"),
+                format!("{} is not a tactic of {}", emit.tactic, cat.release()),
+            );
         }
         match cat.technique(&emit.technique_id) {
-            None => self.error(pos_of("technique_id"), &join(path, "technique_id"), format!("{} is not a technique of {}", emit.technique_id, cat.release())),
-            Some(t) if !t.is_active() => self.error(pos_of("technique_id"), &join(path, "technique_id"), format!("{} is {} in {}", t.id, retired(t), cat.release())),
-            Some(t) if t.is_sub => self.error(pos_of("technique_id"), &join(path, "technique_id"), format!("{} is a sub-technique: name its parent here and put it in sub_technique_id", t.id)),
+            None => self.error(
+                pos_of("technique_id"),
+                &join(path, "technique_id"),
+                format!(
+                    "{} is not a technique of {}",
+                    emit.technique_id,
+                    cat.release()
+                ),
+            ),
+            Some(t) if !t.is_active() => self.error(
+                pos_of("technique_id"),
+                &join(path, "technique_id"),
+                format!("{} is {} in {}", t.id, retired(t), cat.release()),
+            ),
+            Some(t) if t.is_sub => self.error(
+                pos_of("technique_id"),
+                &join(path, "technique_id"),
+                format!(
+                    "{} is a sub-technique: name its parent here and put it in sub_technique_id",
+                    t.id
+                ),
+            ),
             Some(_) => {}
         }
         if let Some(sub) = &emit.sub_technique_id {
             let sub_path = join(path, "sub_technique_id");
             if !sub.starts_with(&format!("{}.", emit.technique_id)) {
-                self.error(pos_of("sub_technique_id"), &sub_path, format!("{sub} is not a sub-technique of {}", emit.technique_id));
+                self.error(
+                    pos_of("sub_technique_id"),
+                    &sub_path,
+                    format!("{sub} is not a sub-technique of {}", emit.technique_id),
+                );
             } else {
                 match cat.technique(sub) {
-                    None => self.error(pos_of("sub_technique_id"), &sub_path, format!("{sub} is not a sub-technique of {}", cat.release())),
-                    Some(t) if !t.is_active() => self.error(pos_of("sub_technique_id"), &sub_path, format!("{sub} is {} in {}", retired(t), cat.release())),
+                    None => self.error(
+                        pos_of("sub_technique_id"),
+                        &sub_path,
+                        format!("{sub} is not a sub-technique of {}", cat.release()),
+                    ),
+                    Some(t) if !t.is_active() => self.error(
+                        pos_of("sub_technique_id"),
+                        &sub_path,
+                        format!("{sub} is {} in {}", retired(t), cat.release()),
+                    ),
                     Some(_) => {}
                 }
             }
         }
-        if self.diag.errors.len() == before && !cat.technique_has_tactic(emit.attack_id(), &emit.tactic) {
+        if self.diag.errors.len() == before
+            && !cat.technique_has_tactic(emit.attack_id(), &emit.tactic)
+        {
             let names = cat.tactic_names_of(emit.attack_id());
-            self.error(pos_of("tactic"), &join(path, "tactic"), format!("{} is not a tactic of {} ({names})", emit.tactic, emit.attack_id()));
+            self.error(
+                pos_of("tactic"),
+                &join(path, "tactic"),
+                format!(
+                    "{} is not a tactic of {} ({names})",
+                    emit.tactic,
+                    emit.attack_id()
+                ),
+            );
         }
         self.diag.errors.len() == before
     }
@@ -532,7 +730,11 @@ impl Validator<'_> {
             if let Some((_, value)) = lifter {
                 let name = value.as_scalar().unwrap_or_default();
                 let lifter = name.strip_prefix("lifter:").unwrap_or(name);
-                self.error(value.pos, "match.kind", format!("lifter {lifter:?} does not exist"));
+                self.error(
+                    value.pos,
+                    "match.kind",
+                    format!("lifter {lifter:?} does not exist"),
+                );
                 return None;
             }
         }
@@ -547,12 +749,20 @@ impl Validator<'_> {
         if fields.is_empty() {
             for kind in kinds {
                 if kind.default_field().is_none() {
-                    self.error(node.pos, "match.field", format!("{kind} has no default field: name one"));
+                    self.error(
+                        node.pos,
+                        "match.field",
+                        format!("{kind} has no default field: name one"),
+                    );
                     return None;
                 }
             }
         }
-        Some(Matcher::Regex(RegexMatcher { fields, pattern, regex }))
+        Some(Matcher::Regex(RegexMatcher {
+            fields,
+            pattern,
+            regex,
+        }))
     }
 
     fn match_fields(&mut self, node: &Node, kinds: &[SourceKind]) -> Option<Vec<String>> {
@@ -566,32 +776,58 @@ impl Validator<'_> {
         }
         let mut fields = Vec::new();
         for (i, item) in items.iter().enumerate() {
-            let path = if list { format!("match.field[{i}]") } else { "match.field".to_owned() };
+            let path = if list {
+                format!("match.field[{i}]")
+            } else {
+                "match.field".to_owned()
+            };
             let field = self.string(item, &path)?;
             if !kinds.iter().any(|k| k.has_string_field(&field)) {
-                let names = kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
-                self.error(item.pos, &path, format!("{field:?} is not a string field of {names}"));
+                let names = kinds
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.error(
+                    item.pos,
+                    &path,
+                    format!("{field:?} is not a string field of {names}"),
+                );
                 return None;
             }
             fields.push(field);
         }
         for kind in kinds {
             if !fields.iter().any(|f| kind.has_string_field(f)) {
-                self.error(node.pos, "match.field", format!("no listed field belongs to {kind}"));
+                self.error(
+                    node.pos,
+                    "match.field",
+                    format!("no listed field belongs to {kind}"),
+                );
                 return None;
             }
         }
         Some(fields)
     }
 
-    fn compile(&mut self, pos: Pos, pattern: &str, fields: &[String], kinds: &[SourceKind]) -> Option<Regex> {
+    fn compile(
+        &mut self,
+        pos: Pos,
+        pattern: &str,
+        fields: &[String],
+        kinds: &[SourceKind],
+    ) -> Option<Regex> {
         let reads_commands = if fields.is_empty() {
             kinds.contains(&SourceKind::Command)
         } else {
             fields.iter().any(|f| f == "command_text")
         };
         if pattern.contains(CMD_MACRO) && !reads_commands {
-            self.error(pos, "match.pattern", format!("{CMD_MACRO} is only allowed when a field is command_text"));
+            self.error(
+                pos,
+                "match.pattern",
+                format!("{CMD_MACRO} is only allowed when a field is command_text"),
+            );
             return None;
         }
         match pattern::compile(pattern) {
@@ -608,29 +844,52 @@ impl Validator<'_> {
         let mut keys = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let path = format!("evidence_fields[{i}]");
-            let Some(name) = self.string(item, &path) else { continue };
+            let Some(name) = self.string(item, &path) else {
+                continue;
+            };
             let key = EvidenceKey::parse(&name);
             let origin = |k: EvidenceKey| kinds.iter().filter_map(move |kind| k.origin_for(*kind));
             match key {
                 None => self.error(item.pos, &path, format!("{name:?} is not an evidence key")),
                 Some(k) if origin(k).any(|o| o != Origin::Matcher) => keys.push(k),
-                Some(k) if origin(k).next().is_some() => self.error(item.pos, &path, format!("{name:?} is produced by the matcher; do not list it")),
+                Some(k) if origin(k).next().is_some() => self.error(
+                    item.pos,
+                    &path,
+                    format!("{name:?} is produced by the matcher; do not list it"),
+                ),
                 Some(_) => {
-                    let names = kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
-                    self.error(item.pos, &path, format!("{name:?} is not an evidence key of {names}"));
+                    let names = kinds
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    self.error(
+                        item.pos,
+                        &path,
+                        format!("{name:?} is not an evidence key of {names}"),
+                    );
                 }
             }
         }
         (keys.len() == items.len()).then_some(keys)
     }
 
-    fn review_dates(&mut self, node: Option<&Node>, last: Option<NaiveDate>, next: Option<NaiveDate>, today: NaiveDate) {
-        let (Some(node), Some(next)) = (node, next) else { return };
-        if let Some(last) = last {
-            if next <= last {
-                self.error(node.pos, "next_review", format!("{next} is not after last_reviewed {last}"));
-                return;
-            }
+    fn review_dates(
+        &mut self,
+        node: Option<&Node>,
+        last: Option<NaiveDate>,
+        next: Option<NaiveDate>,
+        today: NaiveDate,
+    ) {
+        let (Some(node), Some(next)) = (node, next) else {
+            return;
+        };
+        if let Some(last) = last
+            && next <= last
+        {
+            let message = format!("{next} is not after last_reviewed {last}");
+            self.error(node.pos, "next_review", message);
+            return;
         }
         if next < today {
             self.warn(node.pos, "next_review", format!("review was due on {next}"));
@@ -665,7 +924,11 @@ fn is_near(a: &str, b: &str) -> bool {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 /// `R` followed by four digits.
@@ -682,5 +945,8 @@ fn is_technique_id(s: &str) -> bool {
 }
 
 fn is_sub_technique_id(s: &str) -> bool {
-    s.len() == 9 && is_technique_id(&s[..5]) && s.as_bytes()[5] == b'.' && s[6..].bytes().all(|b| b.is_ascii_digit())
+    s.len() == 9
+        && is_technique_id(&s[..5])
+        && s.as_bytes()[5] == b'.'
+        && s[6..].bytes().all(|b| b.is_ascii_digit())
 }

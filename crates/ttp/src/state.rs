@@ -101,7 +101,9 @@ mod tests {
 
     #[test]
     fn ceiling_never_raises() {
-        let clip = RuleMode::Clipped { confidence_max: 0.5 };
+        let clip = RuleMode::Clipped {
+            confidence_max: 0.5,
+        };
         assert_eq!(clip.cap(0.9), 0.5);
         assert_eq!(clip.cap(0.4), 0.4);
         assert_eq!(RuleMode::Enabled.cap(0.9), 0.9);
@@ -113,8 +115,14 @@ mod tests {
             "expires_at": null, "reason": "noisy", "set_by": "ops", "set_at": "2026-12-03T10:00:00Z",
             "auto_revert": false});
         let state: RuleState = serde_json::from_value(msg).unwrap();
-        assert_eq!(state.mode, RuleMode::Clipped { confidence_max: 0.4 });
-        let disabled: RuleState = serde_json::from_value(json!({"rule_id": "R0016", "state": "disabled"})).unwrap();
+        assert_eq!(
+            state.mode,
+            RuleMode::Clipped {
+                confidence_max: 0.4
+            }
+        );
+        let disabled: RuleState =
+            serde_json::from_value(json!({"rule_id": "R0016", "state": "disabled"})).unwrap();
         assert!(!disabled.mode.is_active());
     }
 

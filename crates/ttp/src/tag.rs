@@ -34,7 +34,14 @@ pub fn tag_id(
     let sub = sub_technique_id.unwrap_or_default();
     let mut digits = [0u8; 10];
     let version = decimal(rule_version, &mut digits);
-    let parts = [kind.as_str(), source_id, rule_id, version, technique_id, sub];
+    let parts = [
+        kind.as_str(),
+        source_id,
+        rule_id,
+        version,
+        technique_id,
+        sub,
+    ];
     let mut key = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
@@ -115,14 +122,24 @@ mod tests {
 
     #[test]
     fn namespace_matches_the_spec() {
-        assert_eq!(TAG_NAMESPACE.to_string(), "1ca31f08-5522-5aae-8371-fe81f0e39de3");
+        assert_eq!(
+            TAG_NAMESPACE.to_string(),
+            "1ca31f08-5522-5aae-8371-fe81f0e39de3"
+        );
     }
 
     #[test]
     fn golden_tag_ids() {
         let plain = tag_id(SourceKind::Command, "cmd_42", "R0014", 2, "T1083", None);
         assert_eq!(plain.to_string(), "9aa491e5-f03b-5d8f-9eb5-161becedcdd6");
-        let sub = tag_id(SourceKind::Command, "cmd_42", "R0015", 1, "T1548", Some("T1548.001"));
+        let sub = tag_id(
+            SourceKind::Command,
+            "cmd_42",
+            "R0015",
+            1,
+            "T1548",
+            Some("T1548.001"),
+        );
         assert_eq!(sub.to_string(), "4fd57b14-c135-544c-97d9-4fabc1051584");
     }
 

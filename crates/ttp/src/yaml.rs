@@ -20,7 +20,10 @@ pub struct Pos {
 
 impl Pos {
     fn from_marker(mark: Marker) -> Pos {
-        Pos { line: mark.line(), col: mark.col() + 1 }
+        Pos {
+            line: mark.line(),
+            col: mark.col() + 1,
+        }
     }
 }
 
@@ -112,7 +115,13 @@ impl Builder {
             // placeholder value that the next node replaces.
             Value::Map(entries) => match entries.last_mut() {
                 Some((_, value)) if value.pos == PENDING => *value = node,
-                _ => entries.push((node, Node { pos: PENDING, value: Value::Seq(Vec::new()) })),
+                _ => entries.push((
+                    node,
+                    Node {
+                        pos: PENDING,
+                        value: Value::Seq(Vec::new()),
+                    },
+                )),
             },
             Value::Scalar(..) => unreachable!("scalars are never on the stack"),
         }
@@ -134,13 +143,22 @@ impl MarkedEventReceiver for Builder {
                     self.refuse(pos, "anchors are not allowed in rule files");
                 }
                 let quoted = !matches!(style, TScalarStyle::Plain);
-                self.push_value(Node { pos, value: Value::Scalar(text, quoted) });
+                self.push_value(Node {
+                    pos,
+                    value: Value::Scalar(text, quoted),
+                });
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) if anchor != 0 => {
                 self.refuse(pos, "anchors are not allowed in rule files");
             }
-            Event::SequenceStart(..) => self.stack.push(Node { pos, value: Value::Seq(Vec::new()) }),
-            Event::MappingStart(..) => self.stack.push(Node { pos, value: Value::Map(Vec::new()) }),
+            Event::SequenceStart(..) => self.stack.push(Node {
+                pos,
+                value: Value::Seq(Vec::new()),
+            }),
+            Event::MappingStart(..) => self.stack.push(Node {
+                pos,
+                value: Value::Map(Vec::new()),
+            }),
             Event::SequenceEnd | Event::MappingEnd => {
                 let node = self.stack.pop().expect("balanced container events");
                 self.push_value(node);
@@ -157,7 +175,10 @@ impl MarkedEventReceiver for Builder {
 
 impl Builder {
     fn refuse(&mut self, pos: Pos, message: &str) {
-        self.error = Some(SyntaxError { pos, message: message.to_owned() });
+        self.error = Some(SyntaxError {
+            pos,
+            message: message.to_owned(),
+        });
     }
 }
 
@@ -166,19 +187,36 @@ mod tests {
     use super::*;
 
     fn map_keys(node: &Node) -> Vec<(&str, Pos)> {
-        let Value::Map(entries) = &node.value else { panic!("not a map") };
-        entries.iter().map(|(k, _)| (k.as_scalar().unwrap(), k.pos)).collect()
+        let Value::Map(entries) = &node.value else {
+            panic!("not a map")
+        };
+        entries
+            .iter()
+            .map(|(k, _)| (k.as_scalar().unwrap(), k.pos))
+            .collect()
     }
 
     #[test]
     fn positions_are_one_based() {
         let root = parse("a: 1\nb:\n  c: [x, 'y']\n").unwrap().unwrap();
-        assert_eq!(map_keys(&root), vec![("a", Pos { line: 1, col: 1 }), ("b", Pos { line: 2, col: 1 })]);
-        let Value::Map(entries) = &root.value else { panic!() };
+        assert_eq!(
+            map_keys(&root),
+            vec![
+                ("a", Pos { line: 1, col: 1 }),
+                ("b", Pos { line: 2, col: 1 })
+            ]
+        );
+        let Value::Map(entries) = &root.value else {
+            panic!()
+        };
         let inner = &entries[1].1;
         assert_eq!(map_keys(inner), vec![("c", Pos { line: 3, col: 3 })]);
-        let Value::Map(inner) = &inner.value else { panic!() };
-        let Value::Seq(items) = &inner[0].1.value else { panic!() };
+        let Value::Map(inner) = &inner.value else {
+            panic!()
+        };
+        let Value::Seq(items) = &inner[0].1.value else {
+            panic!()
+        };
         assert_eq!(items[0].value, Value::Scalar("x".into(), false));
         assert_eq!(items[1].value, Value::Scalar("y".into(), true));
         assert_eq!(items[1].pos, Pos { line: 3, col: 10 });

