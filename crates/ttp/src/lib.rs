@@ -27,6 +27,7 @@ pub mod ratelimit;
 pub mod rule;
 pub mod state;
 pub mod tag;
+pub mod validate;
 pub mod yaml;
 
 pub use engine::{Evaluation, RuleIndex, SuppressReason, Suppressed};
