@@ -96,6 +96,28 @@ fn rate(n: usize, d: Duration) -> String {
     )
 }
 
+/// Rounds of each measurement. They alternate (A, B, A, B, …) and the median of each side is
+/// reported, so a burst of load from elsewhere on the machine hits both sides alike.
+const ROUNDS: usize = 5;
+
+/// Median wall time of `ROUNDS` runs of `a` and of `b`, interleaved.
+fn paired(mut a: impl FnMut(), mut b: impl FnMut()) -> (Duration, Duration) {
+    let mut times = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        a();
+        times.0.push(start.elapsed());
+        let start = Instant::now();
+        b();
+        times.1.push(start.elapsed());
+    }
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    (median(times.0), median(times.1))
+}
+
 fn main() {
     let n: usize = std::env::args()
         .skip(1)
@@ -106,36 +128,43 @@ fn main() {
     let index = RuleIndex::new(&pack);
     let lines = generate(n);
     let now = Utc::now();
-    println!("{n} events, {} rules", pack.rules().len());
+    println!(
+        "{n} events, {} rules, median of {ROUNDS} interleaved rounds",
+        pack.rules().len()
+    );
 
-    let start = Instant::now();
-    for line in &lines {
-        black_box(decode(line));
-    }
-    let decode_only = start.elapsed();
-
-    let start = Instant::now();
     let mut tags = 0usize;
-    for line in &lines {
-        tags += black_box(index.evaluate(&decode(line), now)).tags.len();
-    }
-    let decode_tag = start.elapsed();
+    let (decode_only, decode_tag) = paired(
+        || {
+            for line in &lines {
+                black_box(decode(line));
+            }
+        },
+        || {
+            tags = 0;
+            for line in &lines {
+                tags += black_box(index.evaluate(&decode(line), now)).tags.len();
+            }
+        },
+    );
 
     let sample: Vec<EvalEvent> = lines
         .iter()
         .take(n.min(200_000))
         .map(|l| decode(l))
         .collect();
-    let start = Instant::now();
-    for event in &sample {
-        black_box(index.evaluate(event, now));
-    }
-    let set_path = start.elapsed();
-    let start = Instant::now();
-    for event in &sample {
-        black_box(index.evaluate_sequential(event, now));
-    }
-    let sequential = start.elapsed();
+    let (set_path, sequential) = paired(
+        || {
+            for event in &sample {
+                black_box(index.evaluate(event, now));
+            }
+        },
+        || {
+            for event in &sample {
+                black_box(index.evaluate_sequential(event, now));
+            }
+        },
+    );
 
     println!("decode only           {}", rate(n, decode_only));
     println!("decode + tag (set)    {}  {tags} tags", rate(n, decode_tag));

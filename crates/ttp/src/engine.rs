@@ -4,12 +4,14 @@
 //! apply to it in ascending rule id, and for every (kind, field) pair one `RegexSet` holding
 //! the patterns of all regex rules that read that field. Evaluating an event costs one pass
 //! per field that some rule reads, not one pass per rule; only the rules the set reports run
-//! their own regex again, to capture the matched text for evidence.
+//! their own regex again, to capture the matched text for evidence. Lifter rules (code
+//! predicates) are called in turn, each inside its own failure boundary.
 //!
 //! Operational state (disabled, clipped) lives beside the compiled rules, so a state change
 //! swaps a small table instead of recompiling patterns. The index does no I/O and keeps no
 //! counters: rate limiting happens after evaluation (see [`crate::ratelimit`]).
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -19,6 +21,7 @@ use crate::catalogue::technique_url;
 use crate::event::EvalEvent;
 use crate::evidence::Evidence;
 use crate::kind::SourceKind;
+use crate::lifter::Decision;
 use crate::pack::Pack;
 use crate::rule::{Matcher, RuleDef};
 use crate::state::{RuleMode, StateTable};
@@ -62,6 +65,19 @@ pub struct Evaluation {
     pub tags: Vec<Tag>,
     /// Tags withheld by the floor.
     pub suppressed: Vec<Suppressed>,
+    /// Lifter rules that could not decide on this event (a field of the wrong type, or a
+    /// panic); each lost only its own tags. The caller counts them
+    /// (`decnet_ttp_lifter_errors_total{rule_id}`).
+    pub lifter_errors: Vec<LifterError>,
+}
+
+/// A lifter rule that gave up on one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LifterError {
+    /// The rule.
+    pub rule_id: Arc<str>,
+    /// What went wrong (`fail_count: expected an integer`, or the panic message).
+    pub detail: String,
 }
 
 /// Compiled size allowed for one field's set: the sum of its members' 1 MiB limits for a
@@ -85,6 +101,14 @@ struct KindIndex {
     /// Positions of the rules applying to this kind, ascending.
     rules: Vec<usize>,
     groups: Vec<FieldGroup>,
+    /// Positions of the lifter rules among them, ascending.
+    lifters: Vec<usize>,
+}
+
+/// Why a rule fires: the regex's matched text, or a lifter's decision.
+enum Hit<'a> {
+    Regex(Option<&'a str>),
+    Lifter(Decision),
 }
 
 /// The strings of one emit, prepared once so tags share them.
@@ -199,7 +223,7 @@ impl RuleIndex {
     /// Evaluate one event: the `RegexSet` path.
     pub fn evaluate(&self, event: &EvalEvent, now: DateTime<Utc>) -> Evaluation {
         let index = &self.kinds[event.kind as usize];
-        // For each fired rule, the highest-priority field that matched.
+        // For each fired regex rule, the highest-priority field that matched and its text.
         let mut fired: Vec<(usize, usize, &str)> = Vec::new();
         for group in &index.groups {
             let Some(haystack) = event.haystack(&group.field) else {
@@ -211,27 +235,49 @@ impl RuleIndex {
                     continue;
                 }
                 match fired.iter_mut().find(|(r, _, _)| *r == rule) {
-                    Some(entry) if entry.1 > priority => *entry = (rule, priority, &group.field),
+                    Some(entry) if entry.1 > priority => *entry = (rule, priority, haystack),
                     Some(_) => {}
-                    None => fired.push((rule, priority, &group.field)),
+                    None => fired.push((rule, priority, haystack)),
                 }
             }
         }
         fired.sort_unstable_by_key(|(rule, _, _)| *rule);
 
-        let mut out = Evaluation::default();
-        for (rule, _, field) in fired {
-            let haystack = event.haystack(field).unwrap_or_default();
-            let Matcher::Regex(matcher) = &self.rules[rule].def.matcher;
-            let token = matcher.regex.find(haystack).map(|m| m.as_str());
-            self.fire(rule, event, token, now, &mut out);
+        let mut out = Evaluation {
+            tags: Vec::with_capacity(fired.len()),
+            ..Evaluation::default()
+        };
+        // Regex hits and lifter rules, merged so tags come out in rule order.
+        let mut regex = fired.into_iter().peekable();
+        let mut lifters = index.lifters.iter().copied().peekable();
+        loop {
+            let take_regex = match (regex.peek(), lifters.peek()) {
+                (None, None) => break,
+                (Some((r, _, _)), Some(l)) => r < l,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+            };
+            if take_regex {
+                let (rule, _, haystack) = regex.next().expect("peeked");
+                let token = self.regex(rule).and_then(|m| m.regex.find(haystack));
+                self.fire(
+                    rule,
+                    event,
+                    Hit::Regex(token.map(|m| m.as_str())),
+                    now,
+                    &mut out,
+                );
+            } else {
+                let rule = lifters.next().expect("peeked");
+                self.run_lifter(rule, event, now, &mut out);
+            }
         }
         out
     }
 
-    /// Evaluate one event by running every applicable rule's regex in turn. Gives the same
-    /// result as [`RuleIndex::evaluate`]; kept as the reference the set path is tested and
-    /// benchmarked against.
+    /// Evaluate one event by running every applicable rule in turn, each regex on its own.
+    /// Gives the same result as [`RuleIndex::evaluate`]; kept as the reference the set path
+    /// is tested and benchmarked against.
     pub fn evaluate_sequential(&self, event: &EvalEvent, now: DateTime<Utc>) -> Evaluation {
         let mut out = Evaluation::default();
         let index = &self.kinds[event.kind as usize];
@@ -239,86 +285,190 @@ impl RuleIndex {
             if !self.modes[rule].is_active() {
                 continue;
             }
-            let Matcher::Regex(matcher) = &self.rules[rule].def.matcher;
-            let token = matcher
-                .fields_for(event.kind)
-                .into_iter()
-                .filter_map(|field| event.haystack(field))
-                .find_map(|haystack| matcher.regex.find(haystack));
-            if let Some(token) = token {
-                self.fire(rule, event, Some(token.as_str()), now, &mut out);
+            match &self.rules[rule].def.matcher {
+                Matcher::Regex(matcher) => {
+                    let token = matcher
+                        .fields_for(event.kind)
+                        .filter_map(|field| event.haystack(field))
+                        .find_map(|haystack| matcher.regex.find(haystack));
+                    if let Some(token) = token {
+                        self.fire(rule, event, Hit::Regex(Some(token.as_str())), now, &mut out);
+                    }
+                }
+                Matcher::Lifter(_) => self.run_lifter(rule, event, now, &mut out),
             }
         }
         out
     }
 
-    /// Turn one firing rule into tags (or floor suppressions), one per emit.
+    fn regex(&self, rule: usize) -> Option<&crate::rule::RegexMatcher> {
+        match &self.rules[rule].def.matcher {
+            Matcher::Regex(m) => Some(m),
+            Matcher::Lifter(_) => None,
+        }
+    }
+
+    /// Run one lifter rule, containing its failures to its own tags.
+    fn run_lifter(&self, rule: usize, event: &EvalEvent, now: DateTime<Utc>, out: &mut Evaluation) {
+        if !self.modes[rule].is_active() {
+            return;
+        }
+        let compiled = &self.rules[rule];
+        let Matcher::Lifter(matcher) = &compiled.def.matcher else {
+            return;
+        };
+        let _span =
+            tracing::trace_span!("ttp.lifter", lifter = %matcher.name, rule_id = %compiled.rule_id)
+                .entered();
+        let outcome = catch_unwind(AssertUnwindSafe(|| matcher.lifter.lift(event)));
+        let detail = match outcome {
+            Ok(Ok(Some(decision))) => {
+                self.fire(rule, event, Hit::Lifter(decision), now, out);
+                return;
+            }
+            Ok(Ok(None)) => return,
+            Ok(Err(misfit)) => {
+                tracing::warn!(rule_id = %compiled.rule_id, field = %misfit.field, expected = misfit.expected,
+                    source_kind = %event.kind, "lifter skipped an event: a field has the wrong type");
+                misfit.to_string()
+            }
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".to_owned());
+                tracing::warn!(rule_id = %compiled.rule_id, source_kind = %event.kind, "lifter panicked: {message}");
+                format!("panic: {message}")
+            }
+        };
+        out.lifter_errors.push(LifterError {
+            rule_id: Arc::clone(&compiled.rule_id),
+            detail,
+        });
+    }
+
+    /// Turn one firing rule into tags (or floor suppressions): every emit for a regex, the
+    /// decision's picks for a lifter.
     fn fire(
         &self,
         rule: usize,
         event: &EvalEvent,
-        token: Option<&str>,
+        hit: Hit<'_>,
+        now: DateTime<Utc>,
+        out: &mut Evaluation,
+    ) {
+        if event.attacker_uuid.is_none() && event.identity_uuid.is_none() {
+            return;
+        }
+        let compiled = &self.rules[rule];
+        let mut evidence =
+            Evidence::from_payload(event.kind, &compiled.def.evidence_fields, &event.payload);
+        match hit {
+            Hit::Regex(token) => {
+                if let Some(token) = token {
+                    evidence.insert_tokens(event.kind, &[token]);
+                }
+                let shared = Arc::new(evidence.bound());
+                for emit in 0..compiled.emits.len() {
+                    self.emit_tag(rule, event, emit, 1.0, Arc::clone(&shared), now, out);
+                }
+            }
+            Hit::Lifter(decision) => {
+                for (key, value) in decision.extras {
+                    evidence.insert(event.kind, key, value);
+                }
+                match decision.picks {
+                    None => {
+                        let shared = Arc::new(evidence.bound());
+                        for emit in 0..compiled.emits.len() {
+                            self.emit_tag(rule, event, emit, 1.0, Arc::clone(&shared), now, out);
+                        }
+                    }
+                    Some(picks) => {
+                        for pick in picks {
+                            if pick.emit >= compiled.emits.len() {
+                                continue;
+                            }
+                            let mut own = evidence.clone();
+                            for (key, value) in pick.extras {
+                                own.insert(event.kind, key, value);
+                            }
+                            let multiplier = pick.multiplier.clamp(0.0, 1.0);
+                            self.emit_tag(
+                                rule,
+                                event,
+                                pick.emit,
+                                multiplier,
+                                Arc::new(own.bound()),
+                                now,
+                                out,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One tag of one emit, or its floor suppression.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one private call site shape, on the hot path"
+    )]
+    fn emit_tag(
+        &self,
+        rule: usize,
+        event: &EvalEvent,
+        emit: usize,
+        multiplier: f64,
+        evidence: Arc<Evidence>,
         now: DateTime<Utc>,
         out: &mut Evaluation,
     ) {
         let compiled = &self.rules[rule];
         let def = &compiled.def;
         let mode = self.modes[rule];
-        if event.attacker_uuid.is_none() && event.identity_uuid.is_none() {
-            return;
-        }
-        let mut evidence = Evidence::from_payload(event.kind, &def.evidence_fields, &event.payload);
-        if let Some(token) = token {
-            evidence.insert_tokens(event.kind, &[token]);
-        }
-        let mut evidence = Some(evidence.bound());
-        for (i, emit) in compiled.emits.iter().enumerate() {
-            // The last emit takes the evidence; the others copy it.
-            let evidence = if i + 1 == compiled.emits.len() {
-                evidence.take().unwrap_or_default()
+        let emit = &compiled.emits[emit];
+        let confidence = mode.cap(round4(emit.confidence * multiplier));
+        let tag = Tag {
+            uuid: tag_id(
+                event.kind,
+                &event.source_id,
+                &def.rule_id,
+                def.rule_version,
+                &emit.technique_id,
+                emit.sub_technique_id.as_deref(),
+            ),
+            source_kind: event.kind,
+            source_id: Arc::clone(&event.source_id),
+            attacker_uuid: if event.kind == SourceKind::Identity {
+                None
             } else {
-                evidence.clone().unwrap_or_default()
-            };
-            let confidence = mode.cap(round4(emit.confidence));
-            let tag = Tag {
-                uuid: tag_id(
-                    event.kind,
-                    &event.source_id,
-                    &def.rule_id,
-                    def.rule_version,
-                    &emit.technique_id,
-                    emit.sub_technique_id.as_deref(),
-                ),
-                source_kind: event.kind,
-                source_id: Arc::clone(&event.source_id),
-                attacker_uuid: if event.kind == SourceKind::Identity {
-                    None
-                } else {
-                    event.attacker_uuid
-                },
-                identity_uuid: event.identity_uuid,
-                session_id: event.session_id.clone(),
-                decky_id: event.decky_id.clone(),
-                tactic: Arc::clone(&emit.tactic),
-                technique_id: Arc::clone(&emit.technique_id),
-                sub_technique_id: emit.sub_technique_id.clone(),
-                confidence,
-                rule_id: Arc::clone(&compiled.rule_id),
-                rule_version: def.rule_version,
-                evidence,
-                attack_release: Arc::clone(&compiled.attack_release),
-                mitre_url: Arc::clone(&emit.mitre_url),
-                created_at: now,
-            };
-            if confidence < CONFIDENCE_FLOOR {
-                out.suppressed.push(Suppressed {
-                    tag,
-                    reason: SuppressReason::BelowFloor,
-                    mode,
-                });
-            } else {
-                out.tags.push(tag);
-            }
+                event.attacker_uuid
+            },
+            identity_uuid: event.identity_uuid,
+            session_id: event.session_id.clone(),
+            decky_id: event.decky_id.clone(),
+            tactic: Arc::clone(&emit.tactic),
+            technique_id: Arc::clone(&emit.technique_id),
+            sub_technique_id: emit.sub_technique_id.clone(),
+            confidence,
+            rule_id: Arc::clone(&compiled.rule_id),
+            rule_version: def.rule_version,
+            evidence,
+            attack_release: Arc::clone(&compiled.attack_release),
+            mitre_url: Arc::clone(&emit.mitre_url),
+            created_at: now,
+        };
+        if confidence < CONFIDENCE_FLOOR {
+            out.suppressed.push(Suppressed {
+                tag,
+                reason: SuppressReason::BelowFloor,
+                mode,
+            });
+        } else {
+            out.tags.push(tag);
         }
     }
 }
@@ -339,8 +489,14 @@ fn build_kind(rules: &[Arc<CompiledRule>], kind: SourceKind) -> KindIndex {
             continue;
         }
         index.rules.push(pos);
-        let Matcher::Regex(matcher) = &rule.matcher;
-        for (priority, field) in matcher.fields_for(kind).into_iter().enumerate() {
+        let matcher = match &rule.matcher {
+            Matcher::Regex(matcher) => matcher,
+            Matcher::Lifter(_) => {
+                index.lifters.push(pos);
+                continue;
+            }
+        };
+        for (priority, field) in matcher.fields_for(kind).enumerate() {
             let slot = match by_field.iter().position(|(f, _)| f == field) {
                 Some(slot) => slot,
                 None => {

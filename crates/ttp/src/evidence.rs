@@ -7,13 +7,11 @@
 //! those things), a key is only accepted for the kinds the spec allows it on, and every string
 //! is cut and URL-elided as it enters.
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::sync::LazyLock;
-
-use regex::Regex;
 use serde::Serialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use crate::kind::SourceKind;
 
@@ -285,9 +283,16 @@ impl Evidence {
             if !matches!(key.origin_for(kind), Some(P | D)) {
                 continue;
             }
-            let raw = payload.get(key.payload_field());
+            let raw = payload.get(key.payload_field()).filter(|v| !v.is_null());
             if let Some(value) = raw.and_then(|v| derive(key, v)) {
                 evidence.insert(kind, key, value);
+            } else if key == K::BodySha256
+                && let Some(body) = payload.get("body_text").and_then(Value::as_str)
+            {
+                // The body itself never enters evidence; its hash may.
+                let digest = Sha256::digest(body.as_bytes());
+                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                evidence.insert(kind, key, Value::from(hex));
             }
         }
         evidence
@@ -442,26 +447,40 @@ pub fn cut_chars(s: &str, max: usize) -> Cow<'_, str> {
     }
 }
 
-static URL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"(?i)\b([a-z][a-z0-9+.-]{1,15})://(?:[^\s/@'`"|;&<>()]*@)?([^\s/?#'`"|;&<>()]*)([^\s'`"|;&<>()]*)"#)
-        .expect("valid URL pattern")
-});
+/// Characters that end a URL inside a shell command or a header value.
+fn ends_url(c: char) -> bool {
+    c.is_whitespace() || "'`\"|;&<>()".contains(c)
+}
 
 /// Reduce every URL in `text` to `scheme://host[:port]`, followed by `/…` when anything came
 /// after the authority; user-info is dropped.
+///
+/// Every `://` starts a URL, whatever precedes it: when in doubt the text loses detail rather
+/// than keep a path or a query. A hand-written scan rather than a regex with captures: this
+/// runs on every tag that carries a command, and capture groups cost more than the rule
+/// evaluation itself.
 pub fn elide_urls(text: &str) -> Cow<'_, str> {
-    // Most commands hold no URL; a byte scan for ':' rejects them before any regex runs.
-    if !text.as_bytes().contains(&b':') || !text.contains("://") {
+    if !text.contains("://") {
         return Cow::Borrowed(text);
     }
-    URL.replace_all(text, |caps: &regex::Captures<'_>| {
-        let (scheme, host, rest) = (&caps[1], &caps[2], &caps[3]);
-        if rest.is_empty() {
-            format!("{scheme}://{host}")
-        } else {
-            format!("{scheme}://{host}/…")
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let after = &rest[at + 3..];
+        let url_len = after.find(ends_url).unwrap_or(after.len());
+        let (url, tail) = after.split_at(url_len);
+        let authority_len = url.find(['/', '?', '#']).unwrap_or(url.len());
+        let (authority, path) = url.split_at(authority_len);
+        let host = authority.rsplit('@').next().unwrap_or_default();
+        out.push_str(&rest[..at + 3]);
+        out.push_str(host);
+        if !path.is_empty() {
+            out.push_str("/…");
         }
-    })
+        rest = tail;
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -487,6 +506,11 @@ mod tests {
             ),
             ("ldap://198.51.100.7:1389", "ldap://198.51.100.7:1389"),
             ("echo no url here", "echo no url here"),
+            (
+                "a_http://u@h.example/x y hxxp://h2/?q",
+                "a_http://h.example/… y hxxp://h2/…",
+            ),
+            ("x=ftp://a@b@c.example;ls", "x=ftp://c.example;ls"),
         ];
         for (input, want) in cases {
             assert_eq!(elide_urls(input), want, "{input}");

@@ -6,7 +6,8 @@
 //! 1. [`pack::load_dir`] reads and validates YAML rule files against the bundled ATT&CK
 //!    [`catalogue`], reporting every problem with file, line, column and field path.
 //! 2. [`engine::RuleIndex`] compiles the pack into an immutable index by source kind, with
-//!    one `RegexSet` per matched field, and evaluates [`event::EvalEvent`]s into [`tag::Tag`]s.
+//!    one `RegexSet` per matched field, and evaluates [`event::EvalEvent`]s into [`tag::Tag`]s;
+//!    rules a regex cannot express run a [`lifter`] instead.
 //! 3. [`fanout`] turns bus messages and offline input lines into evaluation events, the same
 //!    way everywhere, so a replay yields the same tag ids.
 //!
@@ -20,6 +21,7 @@ pub mod event;
 pub mod evidence;
 pub mod fanout;
 pub mod kind;
+pub mod lifter;
 pub mod navigator;
 pub mod pack;
 pub mod pattern;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDate;
 
 use crate::catalogue::Catalogue;
+use crate::lifter::Tables;
 use crate::rule::{self, RuleDef, RuleError, is_rule_id};
 use crate::yaml::Pos;
 
@@ -120,6 +121,7 @@ pub fn load_dir_with(
     }
     files.sort();
 
+    let tables = Tables::in_dir(dir.join("data"));
     let mut rules = Vec::new();
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
@@ -127,7 +129,7 @@ pub fn load_dir_with(
         let path = dir.join(name);
         let text = std::fs::read_to_string(&path).map_err(io(&path))?;
         let stem = rule_file_stem(name).expect("filtered above");
-        match rule::parse_rule(name, stem, &text, catalogue, today) {
+        match rule::parse_rule(name, stem, &text, catalogue, &tables, today) {
             Ok((rule, mut warned)) => {
                 rules.push(rule);
                 warnings.append(&mut warned);

@@ -5,12 +5,14 @@
 //! `RuleDef` that exists is one whose techniques, tactics and pattern have been checked.
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 use regex::Regex;
 
 use crate::evidence::EvidenceKey;
 use crate::kind::SourceKind;
+use crate::lifter::Lift;
 use crate::yaml::Pos;
 
 pub use crate::validate::parse_rule;
@@ -61,6 +63,17 @@ impl RuleDef {
 pub enum Matcher {
     /// A regex over one or more string fields.
     Regex(RegexMatcher),
+    /// A code predicate (`match.kind: lifter:<name>`).
+    Lifter(LifterMatcher),
+}
+
+/// A built lifter with its parameters and tables bound.
+#[derive(Debug, Clone)]
+pub struct LifterMatcher {
+    /// The registry name (`credential_auth_brute_generic`).
+    pub name: String,
+    /// The predicate.
+    pub lifter: Arc<dyn Lift>,
 }
 
 /// A compiled regex matcher.
@@ -76,15 +89,18 @@ pub struct RegexMatcher {
 
 impl RegexMatcher {
     /// The fields this matcher reads for events of `kind`, in priority order.
-    pub fn fields_for(&self, kind: SourceKind) -> Vec<&str> {
-        if self.fields.is_empty() {
-            return kind.default_field().into_iter().collect();
-        }
-        self.fields
-            .iter()
-            .map(String::as_str)
-            .filter(|f| kind.has_string_field(f))
-            .collect()
+    pub fn fields_for(&self, kind: SourceKind) -> impl Iterator<Item = &str> {
+        let default = self
+            .fields
+            .is_empty()
+            .then(|| kind.default_field())
+            .flatten();
+        default.into_iter().chain(
+            self.fields
+                .iter()
+                .map(String::as_str)
+                .filter(move |f| kind.has_string_field(f)),
+        )
     }
 }
 

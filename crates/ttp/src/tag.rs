@@ -42,14 +42,26 @@ pub fn tag_id(
         technique_id,
         sub,
     ];
-    let mut key = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    // Keys of ordinary ids fit on the stack; a long source id spills to the heap.
+    let mut stack = [0u8; 160];
+    let mut heap = Vec::new();
+    let len = parts.iter().map(|p| p.len() + 1).sum::<usize>() - 1;
+    let key: &mut [u8] = if len <= stack.len() {
+        &mut stack[..len]
+    } else {
+        heap.resize(len, 0);
+        &mut heap
+    };
+    let mut at = 0;
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
-            key.push(b'|');
+            key[at] = b'|';
+            at += 1;
         }
-        key.extend_from_slice(part.as_bytes());
+        key[at..at + part.len()].copy_from_slice(part.as_bytes());
+        at += part.len();
     }
-    Uuid::new_v5(&TAG_NAMESPACE, &key)
+    Uuid::new_v5(&TAG_NAMESPACE, key)
 }
 
 /// `n` in decimal, written into `buf`.
@@ -101,8 +113,8 @@ pub struct Tag {
     pub rule_id: Arc<str>,
     /// Its version.
     pub rule_version: u32,
-    /// Why, in the closed key set of the source kind.
-    pub evidence: Evidence,
+    /// Why, in the closed key set of the source kind; shared by the tags of one firing.
+    pub evidence: Arc<Evidence>,
     /// The ATT&CK release of the pack.
     pub attack_release: Arc<str>,
     /// The technique's (or sub-technique's) page.

@@ -10,27 +10,31 @@ use regex::Regex;
 use crate::catalogue::Catalogue;
 use crate::evidence::{EvidenceKey, Origin};
 use crate::kind::SourceKind;
+use crate::lifter::{self, Params, Tables};
 use crate::pattern::{self, CMD_MACRO};
 use crate::rule::{
-    DEFAULT_RATE_LIMIT_PER_MINUTE, Diagnostics, Emit, MIN_BASE_CONFIDENCE, Matcher, RegexMatcher,
-    RuleDef, RuleError, is_rule_id,
+    DEFAULT_RATE_LIMIT_PER_MINUTE, Diagnostics, Emit, LifterMatcher, MIN_BASE_CONFIDENCE, Matcher,
+    RegexMatcher, RuleDef, RuleError, is_rule_id,
 };
 use crate::yaml::{self, Node, Pos, Value};
 
 /// Parse and validate one rule file.
 ///
 /// `file` names the file in messages, `stem` is the file name without `.yaml` (the rule id it
-/// must carry) and `today` decides whether a review is overdue.
+/// must carry), `tables` holds the data tables lifters may reference and `today` decides
+/// whether a review is overdue.
 pub fn parse_rule(
     file: &str,
     stem: &str,
     text: &str,
     catalogue: &Catalogue,
+    tables: &Tables,
     today: NaiveDate,
 ) -> Result<(RuleDef, Vec<RuleError>), Diagnostics> {
     let mut v = Validator {
         file,
         catalogue,
+        tables,
         diag: Diagnostics::default(),
     };
     let root = match yaml::parse(text) {
@@ -81,6 +85,7 @@ const REGEX_MATCH_KEYS: &[&str] = &["field", "pattern"];
 struct Validator<'a> {
     file: &'a str,
     catalogue: &'a Catalogue,
+    tables: &'a Tables,
     diag: Diagnostics,
 }
 
@@ -283,7 +288,7 @@ impl Validator<'_> {
         let matcher = f
             .get("match")
             .zip(kinds)
-            .and_then(|(n, k)| self.matcher(n, k));
+            .and_then(|(n, k)| self.matcher(n, k, emits.as_deref()));
         let evidence_fields = f
             .get("evidence_fields")
             .zip(kinds)
@@ -591,19 +596,16 @@ impl Validator<'_> {
         self.diag.errors.len() == before
     }
 
-    fn matcher(&mut self, node: &Node, kinds: &[SourceKind]) -> Option<Matcher> {
-        if let Value::Map(entries) = &node.value {
-            let lifter = entries.iter().find(|(k, _)| k.as_scalar() == Some("kind"));
-            if let Some((_, value)) = lifter {
-                let name = value.as_scalar().unwrap_or_default();
-                let lifter = name.strip_prefix("lifter:").unwrap_or(name);
-                self.error(
-                    value.pos,
-                    "match.kind",
-                    format!("lifter {lifter:?} does not exist"),
-                );
-                return None;
-            }
+    fn matcher(
+        &mut self,
+        node: &Node,
+        kinds: &[SourceKind],
+        emits: Option<&[Emit]>,
+    ) -> Option<Matcher> {
+        if let Value::Map(entries) = &node.value
+            && let Some((_, value)) = entries.iter().find(|(k, _)| k.as_scalar() == Some("kind"))
+        {
+            return self.lifter(node, value, kinds, emits);
         }
         let f = self.fields(node, "match", REGEX_MATCH_KEYS, &["pattern"])?;
         let fields = match f.get("field") {
@@ -629,6 +631,79 @@ impl Validator<'_> {
             fields,
             pattern,
             regex,
+        }))
+    }
+
+    /// The lifter form: `match: {kind: lifter:<name>, <parameters…>}`.
+    fn lifter(
+        &mut self,
+        node: &Node,
+        kind: &Node,
+        kinds: &[SourceKind],
+        emits: Option<&[Emit]>,
+    ) -> Option<Matcher> {
+        let text = kind.as_scalar().unwrap_or_default();
+        let Some(name) = text.strip_prefix("lifter:") else {
+            self.error(
+                kind.pos,
+                "match.kind",
+                format!("{text:?} is not of the form lifter:<name>"),
+            );
+            return None;
+        };
+        let Some(spec) = lifter::find(name) else {
+            let near: Vec<&str> = lifter::registry()
+                .map(|s| s.name)
+                .filter(|n| is_near(name, n))
+                .collect();
+            let hint = match near.first() {
+                Some(n) => format!(" (did you mean {n}?)"),
+                None => String::new(),
+            };
+            self.error(
+                kind.pos,
+                "match.kind",
+                format!("lifter {name:?} does not exist{hint}"),
+            );
+            return None;
+        };
+        let before = self.diag.errors.len();
+        for k in kinds {
+            if !spec.kinds.contains(k) {
+                let accepted = spec
+                    .kinds
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.error(
+                    kind.pos,
+                    "applies_to",
+                    format!("lifter {name} does not evaluate {k} (it accepts {accepted})"),
+                );
+            }
+        }
+        // Tables select among the emits: without valid emits their checks would only
+        // repeat the emits' own errors.
+        let emits = emits?;
+        let Value::Map(entries) = &node.value else {
+            return None;
+        };
+        let params: Vec<(&str, Pos, &Node)> = entries
+            .iter()
+            .filter(|(k, _)| k.as_scalar() != Some("kind"))
+            .map(|(k, v)| (k.as_scalar().unwrap_or_default(), k.pos, v))
+            .collect();
+        let mut p = Params::new(self.file, node.pos, params, emits, self.tables);
+        let built = (spec.build)(&mut p);
+        let errors = p.finish();
+        self.diag.errors.extend(errors);
+        if self.diag.errors.len() != before {
+            return None;
+        }
+        Some(Matcher::Lifter(LifterMatcher {
+            name: name.to_owned(),
+            lifter: built?.into(),
         }))
     }
 

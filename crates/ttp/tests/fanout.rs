@@ -171,6 +171,19 @@ fn intel_yields_one_event_per_present_provider() {
 }
 
 #[test]
+fn verdict_hashes_sort_numbers_numerically() {
+    // sha256('{"categories":[9,13],"score_decile":9}')[..16]: the canonical JSON of RULES.md
+    // §8.1, lists sorted by value.
+    for categories in [json!([9, 13]), json!([13, 9]), json!([13, 9, 13])] {
+        let body = json!({"abuseipdb_score": 95, "abuseipdb_categories": categories});
+        assert_eq!(
+            verdict_hash("abuseipdb", body.as_object().unwrap()),
+            "6a140424f02d4d75"
+        );
+    }
+}
+
+#[test]
 fn canary_hits_from_resolvers_and_scanners_evaluate_nothing() {
     let hit = |channel: &str, scanner: bool, fp: bool| {
         let mut body = json!({"token_id": "t", "trigger_id": "trig-1", "decky_name": "decoy-01", "src_ip": "203.0.113.7",

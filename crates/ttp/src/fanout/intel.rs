@@ -75,7 +75,11 @@ pub fn verdict_hash(provider: &str, p: &Map<String, Value>) -> String {
                 .map(|s| Value::from(normalise_tag(s)))
                 .collect();
         }
-        items.sort_by_key(|v| v.to_string());
+        // Numbers in numeric order ([9, 13], not [13, 9]), strings in text order.
+        items.sort_by(|a, b| match (a.as_f64(), b.as_f64()) {
+            (Some(x), Some(y)) => x.total_cmp(&y),
+            _ => a.to_string().cmp(&b.to_string()),
+        });
         items.dedup();
         Value::Array(items)
     };
