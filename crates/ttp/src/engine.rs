@@ -198,6 +198,49 @@ impl RuleIndex {
         }
     }
 
+    /// The index with `def` added, or replacing the rule of the same id; every other rule's
+    /// compiled form is shared, not rebuilt, and modes are kept by rule id (a rule new to the
+    /// index is enabled). An evaluation running on `self` finishes on `self`: the caller swaps
+    /// the new index in atomically.
+    pub fn with_rule(&self, def: RuleDef) -> RuleIndex {
+        let mut rules: Vec<Arc<CompiledRule>> = self
+            .rules
+            .iter()
+            .filter(|r| r.def.rule_id != def.rule_id)
+            .cloned()
+            .collect();
+        rules.push(Arc::new(CompiledRule::new(def)));
+        rules.sort_by(|a, b| a.def.rule_id.cmp(&b.def.rule_id));
+        self.rebuilt(rules)
+    }
+
+    /// The index without the rule `rule_id` (a deleted rule file).
+    pub fn without_rule(&self, rule_id: &str) -> RuleIndex {
+        let rules = self
+            .rules
+            .iter()
+            .filter(|r| r.def.rule_id != rule_id)
+            .cloned()
+            .collect();
+        self.rebuilt(rules)
+    }
+
+    fn rebuilt(&self, rules: Vec<Arc<CompiledRule>>) -> RuleIndex {
+        let modes = rules
+            .iter()
+            .map(|r| {
+                self.get(&r.def.rule_id)
+                    .map_or(RuleMode::Enabled, |(_, mode)| mode)
+            })
+            .collect();
+        let kinds = SourceKind::ALL.map(|kind| build_kind(&rules, kind));
+        RuleIndex {
+            rules,
+            modes,
+            kinds: Arc::new(kinds),
+        }
+    }
+
     /// The compiled rules, in rule-id order.
     pub fn rules(&self) -> impl Iterator<Item = (&RuleDef, RuleMode)> {
         self.rules

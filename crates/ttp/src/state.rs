@@ -84,6 +84,12 @@ impl StateTable {
         self.modes.get(rule_id).copied().unwrap_or_default()
     }
 
+    /// Apply a published state (`ttp.rule.state.<rule_id>`): the published state is the
+    /// whole truth, so an expiry revert (`enabled`, `auto_revert`) simply enables the rule.
+    pub fn apply(&mut self, state: &RuleState) {
+        self.set(&state.rule_id, state.mode);
+    }
+
     /// Set a rule's mode; `Enabled` removes the entry.
     pub fn set(&mut self, rule_id: &str, mode: RuleMode) {
         match mode {
