@@ -105,6 +105,15 @@ struct KindIndex {
     lifters: Vec<usize>,
 }
 
+/// A regex rule that matched an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegexHit<'e> {
+    /// Position of the rule in the index.
+    rule: usize,
+    /// The text the rule's regex matched, for `matched_tokens`.
+    pub token: Option<&'e str>,
+}
+
 /// Why a rule fires: the regex's matched text, or a lifter's decision.
 enum Hit<'a> {
     Regex(Option<&'a str>),
@@ -265,8 +274,23 @@ impl RuleIndex {
 
     /// Evaluate one event: the `RegexSet` path.
     pub fn evaluate(&self, event: &EvalEvent, now: DateTime<Utc>) -> Evaluation {
+        let hits = self.regex_hits(event);
+        self.assemble(event, hits, now)
+    }
+
+    /// Evaluate one event by running every applicable regex on its own, rule by rule. Gives
+    /// the same result as [`RuleIndex::evaluate`]; kept as the reference the set path is
+    /// tested and benchmarked against.
+    pub fn evaluate_sequential(&self, event: &EvalEvent, now: DateTime<Utc>) -> Evaluation {
+        let hits = self.regex_hits_sequential(event);
+        self.assemble(event, hits, now)
+    }
+
+    /// The active regex rules that match `event`, in rule order, with their matched text:
+    /// one `RegexSet` pass per field, then each reported rule's own regex for the text.
+    pub fn regex_hits<'e>(&self, event: &'e EvalEvent) -> Vec<RegexHit<'e>> {
         let index = &self.kinds[event.kind as usize];
-        // For each fired regex rule, the highest-priority field that matched and its text.
+        // For each matching rule, the highest-priority field that matched and its text.
         let mut fired: Vec<(usize, usize, &str)> = Vec::new();
         for group in &index.groups {
             let Some(haystack) = event.haystack(&group.field) else {
@@ -285,31 +309,64 @@ impl RuleIndex {
             }
         }
         fired.sort_unstable_by_key(|(rule, _, _)| *rule);
+        fired
+            .into_iter()
+            .map(|(rule, _, haystack)| RegexHit {
+                rule,
+                token: self
+                    .regex(rule)
+                    .and_then(|m| m.regex.find(haystack))
+                    .map(|m| m.as_str()),
+            })
+            .collect()
+    }
 
+    /// [`RuleIndex::regex_hits`] the slow way: every applicable regex in turn.
+    pub fn regex_hits_sequential<'e>(&self, event: &'e EvalEvent) -> Vec<RegexHit<'e>> {
+        let index = &self.kinds[event.kind as usize];
+        let mut hits = Vec::new();
+        for &rule in &index.rules {
+            let Some(matcher) = self.regex(rule).filter(|_| self.modes[rule].is_active()) else {
+                continue;
+            };
+            let token = matcher
+                .fields_for(event.kind)
+                .filter_map(|field| event.haystack(field))
+                .find_map(|haystack| matcher.regex.find(haystack));
+            if let Some(token) = token {
+                hits.push(RegexHit {
+                    rule,
+                    token: Some(token.as_str()),
+                });
+            }
+        }
+        hits
+    }
+
+    /// Regex hits and lifter rules, merged so tags come out in rule order.
+    fn assemble(
+        &self,
+        event: &EvalEvent,
+        hits: Vec<RegexHit<'_>>,
+        now: DateTime<Utc>,
+    ) -> Evaluation {
+        let index = &self.kinds[event.kind as usize];
         let mut out = Evaluation {
-            tags: Vec::with_capacity(fired.len()),
+            tags: Vec::with_capacity(hits.len()),
             ..Evaluation::default()
         };
-        // Regex hits and lifter rules, merged so tags come out in rule order.
-        let mut regex = fired.into_iter().peekable();
+        let mut regex = hits.into_iter().peekable();
         let mut lifters = index.lifters.iter().copied().peekable();
         loop {
             let take_regex = match (regex.peek(), lifters.peek()) {
                 (None, None) => break,
-                (Some((r, _, _)), Some(l)) => r < l,
+                (Some(hit), Some(l)) => hit.rule < *l,
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
             };
             if take_regex {
-                let (rule, _, haystack) = regex.next().expect("peeked");
-                let token = self.regex(rule).and_then(|m| m.regex.find(haystack));
-                self.fire(
-                    rule,
-                    event,
-                    Hit::Regex(token.map(|m| m.as_str())),
-                    now,
-                    &mut out,
-                );
+                let hit = regex.next().expect("peeked");
+                self.fire(hit.rule, event, Hit::Regex(hit.token), now, &mut out);
             } else {
                 let rule = lifters.next().expect("peeked");
                 self.run_lifter(rule, event, now, &mut out);
@@ -318,30 +375,9 @@ impl RuleIndex {
         out
     }
 
-    /// Evaluate one event by running every applicable rule in turn, each regex on its own.
-    /// Gives the same result as [`RuleIndex::evaluate`]; kept as the reference the set path
-    /// is tested and benchmarked against.
-    pub fn evaluate_sequential(&self, event: &EvalEvent, now: DateTime<Utc>) -> Evaluation {
-        let mut out = Evaluation::default();
-        let index = &self.kinds[event.kind as usize];
-        for &rule in &index.rules {
-            if !self.modes[rule].is_active() {
-                continue;
-            }
-            match &self.rules[rule].def.matcher {
-                Matcher::Regex(matcher) => {
-                    let token = matcher
-                        .fields_for(event.kind)
-                        .filter_map(|field| event.haystack(field))
-                        .find_map(|haystack| matcher.regex.find(haystack));
-                    if let Some(token) = token {
-                        self.fire(rule, event, Hit::Regex(Some(token.as_str())), now, &mut out);
-                    }
-                }
-                Matcher::Lifter(_) => self.run_lifter(rule, event, now, &mut out),
-            }
-        }
-        out
+    /// The rule id of a hit.
+    pub fn hit_rule_id(&self, hit: &RegexHit<'_>) -> &str {
+        &self.rules[hit.rule].def.rule_id
     }
 
     fn regex(&self, rule: usize) -> Option<&crate::rule::RegexMatcher> {

@@ -308,12 +308,17 @@ impl Evidence {
 
     /// Add the matched tokens of a regex (URL-elided, bounded).
     pub fn insert_tokens(&mut self, kind: SourceKind, tokens: &[&str]) {
+        if K::MatchedTokens.origin_for(kind).is_none() {
+            return;
+        }
+        // Built sanitised in one pass rather than through `insert`, which would copy each
+        // token twice: this runs for every regex tag.
         let list = tokens
             .iter()
             .take(MAX_TOKENS)
-            .map(|t| Value::from(*t))
+            .map(|t| Value::from(cut_chars(&elide_urls(t), MAX_TOKEN_CHARS).into_owned()))
             .collect();
-        self.insert(kind, K::MatchedTokens, Value::Array(list));
+        self.0.insert(K::MatchedTokens, Value::Array(list));
     }
 
     /// Read one key back.
@@ -328,17 +333,12 @@ impl Evidence {
 
     /// Cut the longest strings until the JSON fits [`MAX_EVIDENCE_BYTES`].
     pub fn bound(mut self) -> Evidence {
-        // Serialising to measure is the exact test but costs more than the whole rule
-        // evaluation; the byte count of the strings plus a generous allowance for keys,
-        // quotes, numbers and escapes is a safe bound that skips it for almost every tag.
-        let rough: usize = self
-            .0
-            .values_mut()
-            .flat_map(strings_mut)
-            .map(|s| s.len() * 2)
-            .sum::<usize>()
-            + 64 * self.0.len();
-        if rough <= MAX_EVIDENCE_BYTES {
+        // Serialising to measure costs more than the whole rule evaluation; an upper bound
+        // of the JSON size (exact for strings, generous for numbers) skips it for almost
+        // every tag.
+        if self.size_bound(raw_size_bound) <= MAX_EVIDENCE_BYTES
+            || self.size_bound(json_size_bound) <= MAX_EVIDENCE_BYTES
+        {
             return self;
         }
         while serde_json::to_vec(&self).map_or(0, |v| v.len()) > MAX_EVIDENCE_BYTES {
@@ -354,6 +354,57 @@ impl Evidence {
             *longest = cut_chars(longest, keep).into_owned();
         }
         self
+    }
+}
+
+impl Evidence {
+    fn size_bound(&self, value_bound: fn(&Value) -> usize) -> usize {
+        2 + self
+            .0
+            .iter()
+            .map(|(k, v)| k.as_str().len() + 4 + value_bound(v))
+            .sum::<usize>()
+    }
+}
+
+/// At least the length of `value` as compact JSON, without looking at its bytes: every byte
+/// of a string counted as the six of a `\u00XX` escape. Small evidence passes this at once.
+fn raw_size_bound(value: &Value) -> usize {
+    match value {
+        Value::String(s) => 2 + 6 * s.len(),
+        Value::Array(items) => 2 + items.iter().map(|v| raw_size_bound(v) + 1).sum::<usize>(),
+        Value::Object(map) => {
+            2 + map
+                .iter()
+                .map(|(k, v)| 6 * k.len() + 4 + raw_size_bound(v))
+                .sum::<usize>()
+        }
+        _ => 24,
+    }
+}
+
+/// At least the length of `value` as compact JSON: exact for strings.
+fn json_size_bound(value: &Value) -> usize {
+    match value {
+        Value::String(s) => {
+            2 + s
+                .bytes()
+                .map(|b| match b {
+                    b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+                    0..=0x1f => 6,
+                    _ => 1,
+                })
+                .sum::<usize>()
+        }
+        Value::Array(items) => 2 + items.iter().map(|v| json_size_bound(v) + 1).sum::<usize>(),
+        Value::Object(map) => {
+            2 + map
+                .iter()
+                .map(|(k, v)| k.len() + 4 + json_size_bound(v))
+                .sum::<usize>()
+        }
+        // Numbers, booleans and null: the longest f64 text is 24 bytes.
+        _ => 24,
     }
 }
 
@@ -460,7 +511,8 @@ fn ends_url(c: char) -> bool {
 /// runs on every tag that carries a command, and capture groups cost more than the rule
 /// evaluation itself.
 pub fn elide_urls(text: &str) -> Cow<'_, str> {
-    if !text.contains("://") {
+    // Most commands hold no URL: a memchr for ':' rejects them before any substring search.
+    if !text.as_bytes().contains(&b':') || !text.contains("://") {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
@@ -559,6 +611,19 @@ mod tests {
         assert!(len <= MAX_EVIDENCE_BYTES, "{len}");
         let tokens = ev.get(K::MatchedTokens).unwrap().as_array().unwrap();
         assert_eq!(tokens.len(), 8);
+    }
+
+    #[test]
+    fn escapes_count_towards_the_bound() {
+        // Control characters serialise as \u0001: six bytes each.
+        let p = payload(&json!({"command_text": "\u{1}".repeat(1500)}));
+        let ev = Evidence::from_payload(SourceKind::Command, &[K::CommandText], &p).bound();
+        let len = serde_json::to_vec(&ev).unwrap().len();
+        assert!(len <= MAX_EVIDENCE_BYTES, "{len}");
+        assert!(
+            len > MAX_EVIDENCE_BYTES / 2,
+            "cut no more than needed: {len}"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
+use sha1::{Digest, Sha1};
 use uuid::Uuid;
 
 use crate::evidence::Evidence;
@@ -61,7 +62,20 @@ pub fn tag_id(
         key[at..at + part.len()].copy_from_slice(part.as_bytes());
         at += part.len();
     }
-    Uuid::new_v5(&TAG_NAMESPACE, key)
+    uuid_v5(&TAG_NAMESPACE, key)
+}
+
+/// RFC 9562 UUIDv5, with a SHA-1 that uses the CPU's SHA extensions where it has them: a
+/// tag id is computed for every tag, and the portable SHA-1 of the `uuid` crate was a tenth
+/// of the whole evaluation (engine bench, perf).
+pub fn uuid_v5(namespace: &Uuid, name: &[u8]) -> Uuid {
+    let mut hasher = Sha1::new();
+    hasher.update(namespace.as_bytes());
+    hasher.update(name);
+    let digest = hasher.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_sha1_bytes(bytes).into_uuid()
 }
 
 /// `n` in decimal, written into `buf`.
@@ -153,6 +167,16 @@ mod tests {
             Some("T1548.001"),
         );
         assert_eq!(sub.to_string(), "4fd57b14-c135-544c-97d9-4fabc1051584");
+    }
+
+    #[test]
+    fn the_fast_v5_is_the_standard_v5() {
+        for name in ["", "command|cmd_42|R0014|2|T1083|", &"x".repeat(300)] {
+            assert_eq!(
+                uuid_v5(&TAG_NAMESPACE, name.as_bytes()),
+                Uuid::new_v5(&TAG_NAMESPACE, name.as_bytes())
+            );
+        }
     }
 
     #[test]
