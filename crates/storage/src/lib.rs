@@ -1,0 +1,182 @@
+//! The tag store: one API over SQLite (the embedded default, a file under the data
+//! directory) and PostgreSQL (a swarm), with the same migrations and the same conformance
+//! suite on both (STORAGE.md).
+//!
+//! Writes are batched transactions that also stage the messages to publish after the commit
+//! (the outbox, EVENTS.md §2.4), so a crash between commit and publish loses nothing. Errors
+//! say whether they are transient (database down, busy, a pool timeout — retry later, never
+//! terminate the message) or permanent (a row the schema refuses — a poison message).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+mod outbox;
+mod tags;
+mod time;
+
+pub use outbox::{OutboxMessage, PendingMessage};
+pub use tags::{AttackerSighting, Scope, StoredTag, TechniqueRollup, WriteOutcome};
+
+/// A connected, migrated store.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// The embedded default.
+    Sqlite(SqlitePool),
+    /// A shared server.
+    Postgres(PgPool),
+}
+
+/// Why a storage call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database URL is not one we understand.
+    #[error("unsupported database URL {0:?}: expected sqlite://PATH or postgres://…")]
+    Url(String),
+    /// Applying migrations failed (including a database newer than this binary).
+    #[error("migrating the database failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("{0}")]
+    Query(#[from] sqlx::Error),
+    /// A stored value could not be read back.
+    #[error("stored {column} is unreadable: {value:?}")]
+    Corrupt {
+        /// The column.
+        column: &'static str,
+        /// What it held.
+        value: String,
+    },
+}
+
+impl StorageError {
+    /// Whether retrying later can succeed: the database is down, busy, locked or slow, as
+    /// opposed to a row it will never accept.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StorageError::Query(e) => is_transient(e),
+            StorageError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => is_transient(e),
+            _ => false,
+        }
+    }
+}
+
+fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes (primary & 0xff).
+                return code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6));
+            }
+            // PostgreSQL SQLSTATE: connection exceptions, out of resources, operator
+            // intervention (shutdown, crash recovery), serialization failure, deadlock.
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57")
+                || code == "40001"
+                || code == "40P01"
+        }
+        _ => false,
+    }
+}
+
+/// Connection settings beyond the URL.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Largest number of pooled connections.
+    pub max_connections: u32,
+    /// How long to wait for a connection before the call fails (transiently).
+    pub acquire_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Database {
+    /// Connect to `url` (`sqlite://PATH`, created if missing, or `postgres://…`) and apply
+    /// pending migrations.
+    pub async fn connect(url: &str, options: &Options) -> Result<Database, StorageError> {
+        let db = if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            Database::Sqlite(sqlite_pool(Path::new(path), options).await?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let connect = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections)
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect)
+                .await?;
+            Database::Postgres(pool)
+        } else {
+            return Err(StorageError::Url(url.to_owned()));
+        };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// Apply pending migrations; several processes doing so at once is safe (sqlx takes a
+    /// lock), and a database that holds a migration this binary does not know is an error
+    /// naming its version.
+    pub async fn migrate(&self) -> Result<(), StorageError> {
+        match self {
+            Database::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await?,
+            Database::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Database::Sqlite(_) => "sqlite",
+            Database::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Close every pooled connection.
+    pub async fn close(&self) {
+        match self {
+            Database::Sqlite(pool) => pool.close().await,
+            Database::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+async fn sqlite_pool(path: &Path, options: &Options) -> Result<SqlitePool, StorageError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::Query(sqlx::Error::Io(e)))?;
+    }
+    // STORAGE.md §2: WAL, a 5 s busy timeout and foreign keys on every connection.
+    let connect = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true);
+    Ok(SqlitePoolOptions::new()
+        .max_connections(options.max_connections)
+        .acquire_timeout(options.acquire_timeout)
+        .connect_with(connect)
+        .await?)
+}

@@ -1,0 +1,485 @@
+//! `ttp_tag` and `attacker`: the tagger's batched write and the rollups the API reads.
+//!
+//! Tags are insert-only. A batch upserts the attackers its tags anchor on, inserts the tags
+//! with `ON CONFLICT (uuid) DO NOTHING RETURNING uuid` — so a redelivered message writes
+//! nothing and the returned ids are exactly the new rows — and stages the messages that
+//! announce those rows, all in one transaction.
+
+use chrono::{DateTime, Utc};
+use decnet_ttp::Tag;
+use serde_json::Value;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::outbox::{OutboxMessage, stage_postgres, stage_sqlite};
+use crate::time::{from_text, to_text};
+use crate::{Database, StorageError};
+
+/// An attacker seen by the events of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttackerSighting {
+    /// The anchor.
+    pub uuid: Uuid,
+    /// Its canonical address, when the event named one.
+    pub ip: Option<String>,
+    /// The event's time.
+    pub seen_at: DateTime<Utc>,
+}
+
+/// What a batch created.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// Tags this batch inserted (not those already stored), in batch order.
+    pub new_tags: Vec<Uuid>,
+    /// Attackers this batch created.
+    pub new_attackers: Vec<Uuid>,
+}
+
+/// A tag as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredTag {
+    /// Id.
+    pub uuid: Uuid,
+    /// Kind of the evaluation event.
+    pub source_kind: String,
+    /// Id of the evaluation event.
+    pub source_id: String,
+    /// Attacker anchor.
+    pub attacker_uuid: Option<Uuid>,
+    /// Identity anchor.
+    pub identity_uuid: Option<Uuid>,
+    /// Sensor session.
+    pub session_id: Option<String>,
+    /// Decoy.
+    pub decky_id: Option<String>,
+    /// Tactic.
+    pub tactic: String,
+    /// Parent technique.
+    pub technique_id: String,
+    /// Sub-technique.
+    pub sub_technique_id: Option<String>,
+    /// Confidence.
+    pub confidence: f64,
+    /// Rule.
+    pub rule_id: String,
+    /// Rule version.
+    pub rule_version: i32,
+    /// Evidence object.
+    pub evidence: Value,
+    /// ATT&CK release.
+    pub attack_release: String,
+    /// Technique page.
+    pub mitre_url: String,
+    /// Tagger clock at evaluation.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which tags a rollup counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every tag.
+    Fleet,
+    /// One attacker's.
+    Attacker(Uuid),
+    /// One identity's.
+    Identity(Uuid),
+    /// One sensor session's.
+    Session(String),
+}
+
+/// Tags of one (technique, sub-technique, tactic) within a scope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TechniqueRollup {
+    /// Parent technique.
+    pub technique_id: String,
+    /// Sub-technique.
+    pub sub_technique_id: Option<String>,
+    /// Tactic.
+    pub tactic: String,
+    /// Number of tags.
+    pub tag_count: i64,
+    /// Highest confidence.
+    pub max_confidence: f64,
+    /// Earliest tag.
+    pub first_seen: DateTime<Utc>,
+    /// Latest tag.
+    pub last_seen: DateTime<Utc>,
+    /// Distinct rules that produced them, sorted.
+    pub rule_ids: Vec<String>,
+}
+
+const TAG_COLUMNS: &str = "uuid, source_kind, source_id, attacker_uuid, identity_uuid, session_id, decky_id, \
+     tactic, technique_id, sub_technique_id, confidence, rule_id, rule_version, evidence, attack_release, \
+     mitre_url, created_at";
+
+fn evidence_text(tag: &Tag) -> String {
+    serde_json::to_string(&tag.evidence).expect("evidence serialises")
+}
+
+impl Database {
+    /// Write one batch in one transaction: upsert `attackers`, insert `tags` (duplicates
+    /// ignored), then stage what `announce` makes of the outcome in `service`'s outbox.
+    /// `announce` sees only what this batch created, so replays stage nothing.
+    pub async fn write_tags(
+        &self,
+        service: &str,
+        attackers: &[AttackerSighting],
+        tags: &[Tag],
+        announce: impl FnOnce(&WriteOutcome) -> Vec<OutboxMessage>,
+    ) -> Result<WriteOutcome, StorageError> {
+        let now = Utc::now();
+        let mut outcome = WriteOutcome::default();
+        match self {
+            Database::Sqlite(pool) => {
+                let mut conn = pool.acquire().await?;
+                // BEGIN IMMEDIATE: wait for the write lock up front (busy timeout) instead of
+                // failing on the upgrade from a read (STORAGE.md §2).
+                let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+                for a in attackers {
+                    let seen = to_text(a.seen_at);
+                    let created = sqlx::query(
+                        "INSERT INTO attacker (uuid, ip, first_seen, last_seen) VALUES (?, ?, ?, ?)
+                         ON CONFLICT (uuid) DO NOTHING RETURNING uuid",
+                    )
+                    .bind(a.uuid.to_string())
+                    .bind(&a.ip)
+                    .bind(&seen)
+                    .bind(&seen)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if created.is_some() {
+                        outcome.new_attackers.push(a.uuid);
+                    } else {
+                        sqlx::query(
+                            "UPDATE attacker SET first_seen = min(first_seen, ?), last_seen = max(last_seen, ?),
+                             ip = coalesce(ip, ?) WHERE uuid = ?",
+                        )
+                        .bind(&seen)
+                        .bind(&seen)
+                        .bind(&a.ip)
+                        .bind(a.uuid.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                for tag in tags {
+                    let created = sqlx::query(&format!(
+                        "INSERT INTO ttp_tag ({TAG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                         ON CONFLICT (uuid) DO NOTHING RETURNING uuid"
+                    ))
+                    .bind(tag.uuid.to_string())
+                    .bind(tag.source_kind.as_str())
+                    .bind(&*tag.source_id)
+                    .bind(tag.attacker_uuid.map(|u| u.to_string()))
+                    .bind(tag.identity_uuid.map(|u| u.to_string()))
+                    .bind(tag.session_id.as_deref())
+                    .bind(tag.decky_id.as_deref())
+                    .bind(&*tag.tactic)
+                    .bind(&*tag.technique_id)
+                    .bind(tag.sub_technique_id.as_deref())
+                    .bind(tag.confidence)
+                    .bind(&*tag.rule_id)
+                    .bind(tag.rule_version as i64)
+                    .bind(evidence_text(tag))
+                    .bind(&*tag.attack_release)
+                    .bind(&*tag.mitre_url)
+                    .bind(to_text(tag.created_at))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if created.is_some() {
+                        outcome.new_tags.push(tag.uuid);
+                    }
+                }
+                stage_sqlite(&mut tx, service, &announce(&outcome), now).await?;
+                tx.commit().await?;
+            }
+            Database::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                for a in attackers {
+                    let created = sqlx::query(
+                        "INSERT INTO attacker (uuid, ip, first_seen, last_seen) VALUES ($1, $2, $3, $3)
+                         ON CONFLICT (uuid) DO NOTHING RETURNING uuid",
+                    )
+                    .bind(a.uuid)
+                    .bind(&a.ip)
+                    .bind(a.seen_at)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if created.is_some() {
+                        outcome.new_attackers.push(a.uuid);
+                    } else {
+                        sqlx::query(
+                            "UPDATE attacker SET first_seen = least(first_seen, $1), last_seen = greatest(last_seen, $1),
+                             ip = coalesce(ip, $2) WHERE uuid = $3",
+                        )
+                        .bind(a.seen_at)
+                        .bind(&a.ip)
+                        .bind(a.uuid)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                for tag in tags {
+                    let created = sqlx::query(&format!(
+                        "INSERT INTO ttp_tag ({TAG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb, $15, $16, $17)
+                         ON CONFLICT (uuid) DO NOTHING RETURNING uuid"
+                    ))
+                    .bind(tag.uuid)
+                    .bind(tag.source_kind.as_str())
+                    .bind(&*tag.source_id)
+                    .bind(tag.attacker_uuid)
+                    .bind(tag.identity_uuid)
+                    .bind(tag.session_id.as_deref())
+                    .bind(tag.decky_id.as_deref())
+                    .bind(&*tag.tactic)
+                    .bind(&*tag.technique_id)
+                    .bind(tag.sub_technique_id.as_deref())
+                    .bind(tag.confidence)
+                    .bind(&*tag.rule_id)
+                    .bind(tag.rule_version as i32)
+                    .bind(evidence_text(tag))
+                    .bind(&*tag.attack_release)
+                    .bind(&*tag.mitre_url)
+                    .bind(crate::time::micros(tag.created_at))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if created.is_some() {
+                        outcome.new_tags.push(tag.uuid);
+                    }
+                }
+                stage_postgres(&mut tx, service, &announce(&outcome), now).await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Every stored tag, by id.
+    pub async fn tags(&self) -> Result<Vec<StoredTag>, StorageError> {
+        match self {
+            Database::Sqlite(pool) => {
+                sqlx::query(&format!("SELECT {TAG_COLUMNS} FROM ttp_tag ORDER BY uuid"))
+                    .fetch_all(pool)
+                    .await?
+                    .iter()
+                    .map(sqlite_tag)
+                    .collect()
+            }
+            Database::Postgres(pool) => sqlx::query(&format!(
+                "SELECT {} FROM ttp_tag ORDER BY uuid::text",
+                TAG_COLUMNS.replace("evidence", "evidence::text AS evidence")
+            ))
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(pg_tag)
+            .collect(),
+        }
+    }
+
+    /// Number of stored tags.
+    pub async fn tag_count(&self) -> Result<i64, StorageError> {
+        let n = match self {
+            Database::Sqlite(pool) => sqlx::query("SELECT COUNT(*) AS n FROM ttp_tag")
+                .fetch_one(pool)
+                .await?
+                .get("n"),
+            Database::Postgres(pool) => sqlx::query("SELECT COUNT(*) AS n FROM ttp_tag")
+                .fetch_one(pool)
+                .await?
+                .get("n"),
+        };
+        Ok(n)
+    }
+
+    /// An attacker's address and first and last sighting.
+    pub async fn attacker(
+        &self,
+        uuid: Uuid,
+    ) -> Result<Option<(Option<String>, DateTime<Utc>, DateTime<Utc>)>, StorageError> {
+        match self {
+            Database::Sqlite(pool) => {
+                let row =
+                    sqlx::query("SELECT ip, first_seen, last_seen FROM attacker WHERE uuid = ?")
+                        .bind(uuid.to_string())
+                        .fetch_optional(pool)
+                        .await?;
+                row.map(|r| {
+                    Ok((
+                        r.get("ip"),
+                        from_text("attacker.first_seen", r.get("first_seen"))?,
+                        from_text("attacker.last_seen", r.get("last_seen"))?,
+                    ))
+                })
+                .transpose()
+            }
+            Database::Postgres(pool) => {
+                let row =
+                    sqlx::query("SELECT ip, first_seen, last_seen FROM attacker WHERE uuid = $1")
+                        .bind(uuid)
+                        .fetch_optional(pool)
+                        .await?;
+                Ok(row.map(|r| (r.get("ip"), r.get("first_seen"), r.get("last_seen"))))
+            }
+        }
+    }
+
+    /// Tags per (technique, sub-technique, tactic) within a scope, by technique id with the
+    /// parent before its sub-techniques on both backends; served by the
+    /// `(anchor, technique_id, created_at)` indexes.
+    pub async fn rollup(&self, scope: &Scope) -> Result<Vec<TechniqueRollup>, StorageError> {
+        let (filter, value): (&str, Option<String>) = match scope {
+            Scope::Fleet => ("", None),
+            Scope::Attacker(u) => ("attacker_uuid", Some(u.to_string())),
+            Scope::Identity(u) => ("identity_uuid", Some(u.to_string())),
+            Scope::Session(s) => ("session_id", Some(s.clone())),
+        };
+        let select = "SELECT technique_id, sub_technique_id, tactic, COUNT(*) AS n, MAX(confidence) AS c, \
+                      MIN(created_at) AS first_seen, MAX(created_at) AS last_seen, rule_id FROM ttp_tag";
+        let group = "GROUP BY technique_id, sub_technique_id, tactic, rule_id \
+                     ORDER BY technique_id, coalesce(sub_technique_id, ''), tactic, rule_id";
+        let mut rows: Vec<(TechniqueRollup, String)> = Vec::new();
+        match self {
+            Database::Sqlite(pool) => {
+                let sql = match value {
+                    Some(_) => format!("{select} WHERE {filter} = ? {group}"),
+                    None => format!("{select} {group}"),
+                };
+                let mut q = sqlx::query(&sql);
+                if let Some(v) = &value {
+                    q = q.bind(v);
+                }
+                for r in q.fetch_all(pool).await? {
+                    rows.push((
+                        TechniqueRollup {
+                            technique_id: r.get("technique_id"),
+                            sub_technique_id: r.get("sub_technique_id"),
+                            tactic: r.get("tactic"),
+                            tag_count: r.get("n"),
+                            max_confidence: r.get("c"),
+                            first_seen: from_text("ttp_tag.created_at", r.get("first_seen"))?,
+                            last_seen: from_text("ttp_tag.created_at", r.get("last_seen"))?,
+                            rule_ids: Vec::new(),
+                        },
+                        r.get("rule_id"),
+                    ));
+                }
+            }
+            Database::Postgres(pool) => {
+                let cast = if filter == "session_id" { "" } else { "::uuid" };
+                let sql = match value {
+                    Some(_) => format!("{select} WHERE {filter} = $1{cast} {group}"),
+                    None => format!("{select} {group}"),
+                };
+                let mut q = sqlx::query(&sql);
+                if let Some(v) = &value {
+                    q = q.bind(v);
+                }
+                for r in q.fetch_all(pool).await? {
+                    rows.push((
+                        TechniqueRollup {
+                            technique_id: r.get("technique_id"),
+                            sub_technique_id: r.get("sub_technique_id"),
+                            tactic: r.get("tactic"),
+                            tag_count: r.get("n"),
+                            max_confidence: r.get("c"),
+                            first_seen: r.get("first_seen"),
+                            last_seen: r.get("last_seen"),
+                            rule_ids: Vec::new(),
+                        },
+                        r.get("rule_id"),
+                    ));
+                }
+            }
+        }
+        Ok(merge_rules(rows))
+    }
+}
+
+/// Fold the per-rule groups of one technique into one rollup.
+fn merge_rules(rows: Vec<(TechniqueRollup, String)>) -> Vec<TechniqueRollup> {
+    let mut out: Vec<TechniqueRollup> = Vec::new();
+    for (row, rule) in rows {
+        let same = |r: &TechniqueRollup| {
+            r.technique_id == row.technique_id
+                && r.sub_technique_id == row.sub_technique_id
+                && r.tactic == row.tactic
+        };
+        match out.last_mut().filter(|r| same(r)) {
+            Some(acc) => {
+                acc.tag_count += row.tag_count;
+                acc.max_confidence = acc.max_confidence.max(row.max_confidence);
+                acc.first_seen = acc.first_seen.min(row.first_seen);
+                acc.last_seen = acc.last_seen.max(row.last_seen);
+                acc.rule_ids.push(rule);
+            }
+            None => {
+                let mut row = row;
+                row.rule_ids.push(rule);
+                out.push(row);
+            }
+        }
+    }
+    out
+}
+
+fn uuid_text(column: &'static str, text: Option<String>) -> Result<Option<Uuid>, StorageError> {
+    text.map(|t| {
+        t.parse().map_err(|_| StorageError::Corrupt {
+            column,
+            value: t.clone(),
+        })
+    })
+    .transpose()
+}
+
+fn json_text(text: &str) -> Result<Value, StorageError> {
+    serde_json::from_str(text).map_err(|_| StorageError::Corrupt {
+        column: "ttp_tag.evidence",
+        value: text.to_owned(),
+    })
+}
+
+fn sqlite_tag(r: &sqlx::sqlite::SqliteRow) -> Result<StoredTag, StorageError> {
+    Ok(StoredTag {
+        uuid: uuid_text("ttp_tag.uuid", Some(r.get("uuid")))?.expect("present"),
+        source_kind: r.get("source_kind"),
+        source_id: r.get("source_id"),
+        attacker_uuid: uuid_text("ttp_tag.attacker_uuid", r.get("attacker_uuid"))?,
+        identity_uuid: uuid_text("ttp_tag.identity_uuid", r.get("identity_uuid"))?,
+        session_id: r.get("session_id"),
+        decky_id: r.get("decky_id"),
+        tactic: r.get("tactic"),
+        technique_id: r.get("technique_id"),
+        sub_technique_id: r.get("sub_technique_id"),
+        confidence: r.get("confidence"),
+        rule_id: r.get("rule_id"),
+        rule_version: r.get("rule_version"),
+        evidence: json_text(r.get("evidence"))?,
+        attack_release: r.get("attack_release"),
+        mitre_url: r.get("mitre_url"),
+        created_at: from_text("ttp_tag.created_at", r.get("created_at"))?,
+    })
+}
+
+fn pg_tag(r: &sqlx::postgres::PgRow) -> Result<StoredTag, StorageError> {
+    Ok(StoredTag {
+        uuid: r.get("uuid"),
+        source_kind: r.get("source_kind"),
+        source_id: r.get("source_id"),
+        attacker_uuid: r.get("attacker_uuid"),
+        identity_uuid: r.get("identity_uuid"),
+        session_id: r.get("session_id"),
+        decky_id: r.get("decky_id"),
+        tactic: r.get("tactic"),
+        technique_id: r.get("technique_id"),
+        sub_technique_id: r.get("sub_technique_id"),
+        confidence: r.get("confidence"),
+        rule_id: r.get("rule_id"),
+        rule_version: r.get("rule_version"),
+        evidence: json_text(r.get("evidence"))?,
+        attack_release: r.get("attack_release"),
+        mitre_url: r.get("mitre_url"),
+        created_at: r.get("created_at"),
+    })
+}
