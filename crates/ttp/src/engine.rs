@@ -21,7 +21,7 @@ use crate::catalogue::technique_url;
 use crate::event::EvalEvent;
 use crate::evidence::Evidence;
 use crate::kind::SourceKind;
-use crate::lifter::Decision;
+use crate::lifter::{Decision, Misfits};
 use crate::pack::Pack;
 use crate::rule::{Matcher, RuleDef};
 use crate::state::{RuleMode, StateTable};
@@ -65,8 +65,8 @@ pub struct Evaluation {
     pub tags: Vec<Tag>,
     /// Tags withheld by the floor.
     pub suppressed: Vec<Suppressed>,
-    /// Lifter rules that could not decide on this event (a field of the wrong type, or a
-    /// panic); each lost only its own tags. The caller counts them
+    /// What lifter rules met on this event: a field of the wrong type (read as absent), or a
+    /// panic (the rule lost its tags for the event, nothing else did). The caller counts them
     /// (`decnet_ttp_lifter_errors_total{rule_id}`).
     pub lifter_errors: Vec<LifterError>,
 }
@@ -399,18 +399,19 @@ impl RuleIndex {
         let _span =
             tracing::trace_span!("ttp.lifter", lifter = %matcher.name, rule_id = %compiled.rule_id)
                 .entered();
-        let outcome = catch_unwind(AssertUnwindSafe(|| matcher.lifter.lift(event)));
-        let detail = match outcome {
-            Ok(Ok(Some(decision))) => {
-                self.fire(rule, event, Hit::Lifter(decision), now, out);
-                return;
-            }
-            Ok(Ok(None)) => return,
-            Ok(Err(misfit)) => {
-                tracing::warn!(rule_id = %compiled.rule_id, field = %misfit.field, expected = misfit.expected,
-                    source_kind = %event.kind, "lifter skipped an event: a field has the wrong type");
-                misfit.to_string()
-            }
+        let misfits = Misfits::default();
+        let outcome = catch_unwind(AssertUnwindSafe(|| matcher.lifter.lift(event, &misfits)));
+        for misfit in misfits.take() {
+            tracing::warn!(rule_id = %compiled.rule_id, field = %misfit.field, expected = misfit.expected,
+                source_kind = %event.kind, "a field has the wrong type; the rule read it as absent");
+            out.lifter_errors.push(LifterError {
+                rule_id: Arc::clone(&compiled.rule_id),
+                detail: misfit.to_string(),
+            });
+        }
+        match outcome {
+            Ok(Some(decision)) => self.fire(rule, event, Hit::Lifter(decision), now, out),
+            Ok(None) => {}
             Err(panic) => {
                 let message = panic
                     .downcast_ref::<&str>()
@@ -418,13 +419,12 @@ impl RuleIndex {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "panic".to_owned());
                 tracing::warn!(rule_id = %compiled.rule_id, source_kind = %event.kind, "lifter panicked: {message}");
-                format!("panic: {message}")
+                out.lifter_errors.push(LifterError {
+                    rule_id: Arc::clone(&compiled.rule_id),
+                    detail: format!("panic: {message}"),
+                });
             }
-        };
-        out.lifter_errors.push(LifterError {
-            rule_id: Arc::clone(&compiled.rule_id),
-            detail,
-        });
+        }
     }
 
     /// Turn one firing rule into tags (or floor suppressions): every emit for a regex, the

@@ -342,16 +342,30 @@ impl Evidence {
             return self;
         }
         while serde_json::to_vec(&self).map_or(0, |v| v.len()) > MAX_EVIDENCE_BYTES {
-            let Some(longest) = self
+            // Halve the longest non-empty string; when none is left, halve the longest list
+            // (a list of numbers, or of strings already cut to nothing). Each step shrinks
+            // the object, so this ends.
+            let longest = self
                 .0
                 .values_mut()
                 .flat_map(strings_mut)
-                .max_by_key(|s| s.len())
-            else {
-                break;
-            };
-            let keep = longest.chars().count() / 2;
-            *longest = cut_chars(longest, keep).into_owned();
+                .filter(|s| !s.is_empty())
+                .max_by_key(|s| s.len());
+            if let Some(longest) = longest {
+                let keep = longest.chars().count() / 2;
+                *longest = cut_chars(longest, keep).into_owned();
+                continue;
+            }
+            let list = self
+                .0
+                .values_mut()
+                .filter_map(|v| v.as_array_mut())
+                .filter(|items| !items.is_empty())
+                .max_by_key(|items| items.len());
+            match list {
+                Some(items) => items.truncate(items.len() / 2),
+                None => break,
+            }
         }
         self
     }
@@ -521,9 +535,15 @@ pub fn elide_urls(text: &str) -> Cow<'_, str> {
         let after = &rest[at + 3..];
         let url_len = after.find(ends_url).unwrap_or(after.len());
         let (url, tail) = after.split_at(url_len);
-        let authority_len = url.find(['/', '?', '#']).unwrap_or(url.len());
-        let (authority, path) = url.split_at(authority_len);
-        let host = authority.rsplit('@').next().unwrap_or_default();
+        // User-info ends at the last `@` before the path; it may hold `?` or `#` (a typed
+        // password), which must not be taken for the end of the host.
+        let before_path = url.find('/').unwrap_or(url.len());
+        let host_start = url[..before_path].rfind('@').map_or(0, |i| i + 1);
+        let host_len = url[host_start..]
+            .find(['/', '?', '#'])
+            .unwrap_or(url.len() - host_start);
+        let host = &url[host_start..host_start + host_len];
+        let path = &url[host_start + host_len..];
         out.push_str(&rest[..at + 3]);
         out.push_str(host);
         if !path.is_empty() {
@@ -563,6 +583,11 @@ mod tests {
                 "a_http://h.example/… y hxxp://h2/…",
             ),
             ("x=ftp://a@b@c.example;ls", "x=ftp://c.example;ls"),
+            (
+                "curl -o /tmp/x http://admin:hunt?er2@198.51.100.9/x",
+                "curl -o /tmp/x http://198.51.100.9/…",
+            ),
+            ("http://u:p#w@h.example", "http://h.example"),
         ];
         for (input, want) in cases {
             assert_eq!(elide_urls(input), want, "{input}");
@@ -624,6 +649,20 @@ mod tests {
             len > MAX_EVIDENCE_BYTES / 2,
             "cut no more than needed: {len}"
         );
+    }
+
+    #[test]
+    fn long_lists_of_numbers_are_cut_too() {
+        let mut ev = Evidence::default();
+        ev.insert(
+            SourceKind::Email,
+            K::AttachmentSha256s,
+            Value::from(vec![0; 3000]),
+        );
+        ev.insert(SourceKind::Email, K::BodySha256, Value::from(""));
+        let ev = ev.bound();
+        let len = serde_json::to_vec(&ev).unwrap().len();
+        assert!(len <= MAX_EVIDENCE_BYTES, "{len}");
     }
 
     #[test]

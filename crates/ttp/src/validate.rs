@@ -701,9 +701,18 @@ impl Validator<'_> {
         if self.diag.errors.len() != before {
             return None;
         }
+        // A lifter that declines to build must say why; never drop a rule without an error.
+        let Some(built) = built else {
+            self.error(
+                node.pos,
+                "match",
+                format!("lifter {name} cannot be built from these parameters"),
+            );
+            return None;
+        };
         Some(Matcher::Lifter(LifterMatcher {
             name: name.to_owned(),
-            lifter: built?.into(),
+            lifter: built.into(),
         }))
     }
 

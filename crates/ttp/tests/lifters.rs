@@ -671,11 +671,10 @@ fn evidence_explains_without_secrets() {
                 "greynoise_name": "unknown", "greynoise_tags": [], "greynoise_noise": true, "multiplier": 1.0}),
             json!({"provider": "greynoise", "intel_id": "8c1e4b2a-9d3f-4e6a-b7c5-1a2b3c4d5e6f",
                 "verdict_hash": greynoise[0]["verdict_hash"], "greynoise_classification": "malicious",
-                "greynoise_name": "unknown", "greynoise_tags": [], "greynoise_noise": false, "multiplier": 0.5}),
+                "greynoise_name": "unknown", "greynoise_tags": [], "multiplier": 0.5}),
             json!({"provider": "greynoise", "intel_id": "8c1e4b2a-9d3f-4e6a-b7c5-1a2b3c4d5e6f",
                 "verdict_hash": greynoise[0]["verdict_hash"], "greynoise_classification": "malicious",
-                "greynoise_name": "unknown", "greynoise_tags": ["ssh_bruteforcer"], "greynoise_noise": false,
-                "multiplier": 1.0}),
+                "greynoise_name": "unknown", "greynoise_tags": ["ssh_bruteforcer"], "multiplier": 1.0}),
         ]
     );
     let ransom = evidence(
@@ -927,6 +926,122 @@ fn lifter_parameters_are_checked_with_their_location() {
             "R0001.yaml:9:19: match.fail_threshold: 0 is out of range 1..=1000000",
             "R0001.yaml:10:3: match.fail_treshold: unknown key (this lifter takes fail_threshold)",
             "R0002.yaml:8:9: match.kind: lifter \"credential_auth_brute_generik\" does not exist (did you mean credential_auth_brute_generic?)",
+        ]
+    );
+}
+
+#[test]
+fn a_field_of_the_wrong_type_reads_as_absent() {
+    let index = RuleIndex::new(&PACK);
+    let fired = |message: &(String, Value)| -> (Vec<String>, Vec<String>) {
+        let mut rules = Vec::new();
+        let mut notes = Vec::new();
+        for event in events(message, None) {
+            let out = index.evaluate(&event, now());
+            rules.extend(out.tags.iter().map(|t| t.rule_id.to_string()));
+            notes.extend(
+                out.lifter_errors
+                    .iter()
+                    .map(|e| format!("{} {}", e.rule_id, e.detail)),
+            );
+        }
+        rules.dedup();
+        (rules, notes)
+    };
+    // "A or B": B still fires when A is unreadable.
+    assert_eq!(
+        fired(&session(json!({"bytes_out": "lots", "request_count": 80}))),
+        (
+            vec!["R0034".to_owned()],
+            vec!["R0034 bytes_out: expected an integer".to_owned()]
+        )
+    );
+    // A trigger whose kind is unreadable is still a canary that fired: the catch-all claims it.
+    let mut odd = canary("honeydoc", "http", None);
+    odd.1["token_kind"] = json!(5);
+    assert_eq!(fired(&odd).0, vec!["R0062".to_owned()]);
+    // An unreadable evidence-only field costs nothing but its own key.
+    let leak = fingerprinted(json!({"kind": "ipv6_leak", "addr": "fe80::1", "iid_kind": 5}));
+    let event = events(&leak, None).remove(0);
+    let out = index.evaluate(&event, now());
+    assert_eq!(out.lifter_errors.len(), 1);
+    let tags = out.tags;
+    assert_eq!(tags.len(), 1);
+    assert_eq!(
+        tags[0]
+            .evidence
+            .get(decnet_ttp::evidence::EvidenceKey::IidKind),
+        Some(&json!("unknown"))
+    );
+}
+
+#[test]
+fn review_findings_stay_fixed() {
+    let index = RuleIndex::new(&PACK);
+    // A fractional AbuseIPDB score is a score.
+    let tags = run(
+        &index,
+        &intel(json!({"abuseipdb_score": 87.5, "abuseipdb_categories": [18]})),
+        None,
+    );
+    assert_eq!(
+        summary(&of_rule(&tags, "R0054")),
+        vec![("T1110".to_owned(), 0.6125)]
+    );
+    // The envelope is not a header: a From/envelope mismatch names the From header only.
+    let tags = run(
+        &index,
+        &email(json!({"mail_from_domain": "bulk.example"})),
+        None,
+    );
+    assert_eq!(
+        of_rule(&tags, "R0045")[0]
+            .evidence
+            .get(decnet_ttp::evidence::EvidenceKey::MatchedHeaders),
+        Some(&json!(["From"]))
+    );
+    // No SPF verdict without an SPF answer.
+    let tags = run(
+        &index,
+        &email(json!({"auth_results_present": true, "spf_pass": null})),
+        None,
+    );
+    assert!(of_rule(&tags, "R0045").is_empty());
+    // A punycode host followed by a path parameter reports the host alone.
+    let tags = run(
+        &index,
+        &email(json!({"urls": ["https://xn--pple-43d.com;jsessionid=SECRET123"]})),
+        None,
+    );
+    assert_eq!(
+        of_rule(&tags, "R0044")[0]
+            .evidence
+            .get(decnet_ttp::evidence::EvidenceKey::MatchedUrlHost),
+        Some(&json!("xn--pple-43d.com"))
+    );
+}
+
+#[test]
+fn a_broken_table_entry_is_an_error_never_a_missing_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules/ttp");
+    std::fs::copy(shipped.join("R0043.yaml"), dir.path().join("R0043.yaml")).unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(
+        dir.path().join("data/xmailer_kits.yaml"),
+        "entries:\n  - {id: XM001, match: exact, value: gophish, techniques: [T1204]}\n  - {id: XM002, match: contains, value: '  ', techniques: [T1566]}\n",
+    )
+    .unwrap();
+    let errors = match decnet_ttp::load_dir(dir.path()) {
+        Err(decnet_ttp::pack::LoadError::Invalid(errors)) => errors,
+        other => panic!("expected located errors, got {other:?}"),
+    };
+    let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        messages,
+        vec![
+            "data/xmailer_kits.yaml:2:5: entries[0].techniques[0]: T1204 is not among the rule's emits",
+            "data/xmailer_kits.yaml:3:5: entries[1].value: is empty once trimmed: it would match every X-Mailer",
         ]
     );
 }

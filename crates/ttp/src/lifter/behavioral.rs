@@ -9,7 +9,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use regex::Regex;
 use serde_json::Value;
 
-use super::{Decision, Lift, Outcome, Params, Spec, fields};
+use super::{Decision, Lift, Misfits, Params, Spec, fields};
 use crate::event::{EvalEvent, percent_decode_once};
 use crate::evidence::EvidenceKey;
 use crate::kind::SourceKind;
@@ -132,16 +132,16 @@ struct Beaconing {
 }
 
 impl Lift for Beaconing {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let f = fields(event);
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let f = fields(event, misfits);
         let (Some(interval), Some(jitter)) =
-            (f.num("beacon_interval_s")?, f.num("beacon_jitter_pct")?)
+            (f.num("beacon_interval_s"), f.num("beacon_jitter_pct"))
         else {
-            return Ok(None);
+            return None;
         };
         let fired =
             interval >= self.min_interval_s && (0.0..=self.max_jitter_pct).contains(&jitter);
-        Ok(fired.then(Decision::default))
+        fired.then(Decision::default)
     }
 }
 
@@ -150,14 +150,14 @@ impl Lift for Beaconing {
 struct EitherAtLeast([(&'static str, i64); 2]);
 
 impl Lift for EitherAtLeast {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let f = fields(event);
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let f = fields(event, misfits);
         for (field, min) in self.0 {
-            if f.int(field)?.is_some_and(|n| n >= min) {
-                return Ok(Some(Decision::default()));
+            if f.int(field).is_some_and(|n| n >= min) {
+                return Some(Decision::default());
             }
         }
-        Ok(None)
+        None
     }
 }
 
@@ -199,10 +199,8 @@ fn ransom_note(p: &mut Params<'_>) -> Option<RansomNote> {
 }
 
 impl Lift for RansomNote {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let Some(text) = fields(event).str("command_text")? else {
-            return Ok(None);
-        };
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let text = fields(event, misfits).str("command_text")?;
         let mut tokens: Vec<String> = Vec::new();
         let bytes = text.as_bytes();
         let is_word = |i: usize| {
@@ -221,18 +219,18 @@ impl Lift for RansomNote {
             }
         }
         if tokens.is_empty() {
-            return Ok(None);
+            return None;
         }
         match self.address.find(text) {
             Some(address) => tokens.push(address.as_str().to_owned()),
-            None if self.require_address => return Ok(None),
+            None if self.require_address => return None,
             None => {}
         }
         let tokens = tokens.into_iter().map(Value::from).collect();
-        Ok(Some(Decision::all(vec![(
+        Some(Decision::all(vec![(
             EvidenceKey::MatchedTokens,
             Value::Array(tokens),
-        )])))
+        )]))
     }
 }
 
@@ -241,8 +239,9 @@ impl Lift for RansomNote {
 #[derive(Debug)]
 struct PathRead {
     paths: Vec<Regex>,
-    /// All of `paths` at once: most paths match none, and one scan says so.
-    any: Regex,
+    /// All of `paths` at once: most paths match none, and one scan says so. `None` when the
+    /// combined pattern is too large; each pattern is then tried on its own.
+    any: Option<Regex>,
 }
 
 impl PathRead {
@@ -251,14 +250,20 @@ impl PathRead {
             .iter()
             .map(|re| format!("(?:{})", re.as_str()))
             .collect();
-        let any = Regex::new(&alternatives.join("|")).expect("each alternative compiled alone");
+        let any = regex::RegexBuilder::new(&alternatives.join("|"))
+            .size_limit(1 << 22)
+            .build()
+            .ok();
         PathRead { paths, any }
     }
 
     fn first_match(&self, path: &str) -> Option<Option<String>> {
         // Decoded once, and only when there is something to decode (`/%2eenv`).
         let decoded = path.contains('%').then(|| percent_decode_once(path));
-        if !self.any.is_match(path) && !decoded.as_deref().is_some_and(|d| self.any.is_match(d)) {
+        if let Some(any) = &self.any
+            && !any.is_match(path)
+            && !decoded.as_deref().is_some_and(|d| any.is_match(d))
+        {
             return None;
         }
         for re in &self.paths {
@@ -281,11 +286,11 @@ impl PathRead {
 }
 
 impl Lift for PathRead {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let f = fields(event);
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let f = fields(event, misfits);
         let candidates: Vec<&str> = match event.kind {
-            SourceKind::HttpRequest => f.str("request_path")?.into_iter().collect(),
-            _ => f.strs("files_read")?,
+            SourceKind::HttpRequest => f.str("request_path").into_iter().collect(),
+            _ => f.strs("files_read"),
         };
         for path in candidates {
             if let Some(namespace) = self.first_match(path) {
@@ -293,10 +298,10 @@ impl Lift for PathRead {
                 if let Some(ns) = namespace {
                     extras.push((EvidenceKey::Namespace, Value::from(ns)));
                 }
-                return Ok(Some(Decision::all(extras)));
+                return Some(Decision::all(extras));
             }
         }
-        Ok(None)
+        None
     }
 }
 
@@ -307,15 +312,14 @@ struct DockerEscape {
 }
 
 impl Lift for DockerEscape {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let seen = fields(event).strs("docker_signals")?;
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let seen = fields(event, misfits).strs("docker_signals");
         // A bind marker is `bind:<host path>[:<container path>]`; what makes it an escape is
         // the host side, so `bind:/:/` matches `-v /:/host` (`bind:/:/host`) and
         // `bind:/etc` matches `bind:/etc:/mnt/etc`, while `bind:/etcd` matches neither.
         let present = |signal: &str| seen.iter().any(|s| same_marker(s, signal));
         let matched = self.signals.iter().find(|s| present(s));
-        Ok(matched
-            .map(|s| Decision::all(vec![(EvidenceKey::MatchedSignal, Value::from(s.as_str()))])))
+        matched.map(|s| Decision::all(vec![(EvidenceKey::MatchedSignal, Value::from(s.as_str()))]))
     }
 }
 
@@ -338,11 +342,11 @@ fn bind_host(spec: &str) -> &str {
 struct LlmnrPoisoning;
 
 impl Lift for LlmnrPoisoning {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let f = fields(event);
-        let flagged = f.bool("llmnr_poisoned")?.unwrap_or(false);
-        let counted = f.int("llmnr_poison_count")?.is_some_and(|n| n >= 1);
-        Ok((flagged || counted).then(Decision::default))
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let f = fields(event, misfits);
+        let flagged = f.bool("llmnr_poisoned").unwrap_or(false);
+        let counted = f.int("llmnr_poison_count").is_some_and(|n| n >= 1);
+        (flagged || counted).then(Decision::default)
     }
 }
 
@@ -353,12 +357,10 @@ struct TftpConfig {
 }
 
 impl Lift for TftpConfig {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let Some(name) = fields(event).str("tftp_filename")? else {
-            return Ok(None);
-        };
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let name = fields(event, misfits).str("tftp_filename")?;
         let fired = self.patterns.iter().any(|re| re.is_match(name));
-        Ok(fired.then(Decision::default))
+        fired.then(Decision::default)
     }
 }
 

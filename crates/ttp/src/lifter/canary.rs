@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::{Decision, Lift, Outcome, Params, Spec, fields};
+use super::{Decision, Lift, Misfits, Params, Spec, fields};
 use crate::event::EvalEvent;
 use crate::evidence::EvidenceKey;
 use crate::kind::SourceKind;
@@ -93,14 +93,14 @@ fn signature(metric: &str, signature: &str) -> Decision {
 struct FlagChain(&'static [(&'static str, &'static str, &'static str)]);
 
 impl Lift for FlagChain {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let f = fields(event);
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let f = fields(event, misfits);
         for (field, metric, sig) in self.0 {
-            if f.bool(field)? == Some(true) {
-                return Ok(Some(signature(metric, sig)));
+            if f.bool(field) == Some(true) {
+                return Some(signature(metric, sig));
             }
         }
-        Ok(None)
+        None
     }
 }
 
@@ -111,13 +111,11 @@ struct AutomationTool {
 }
 
 impl Lift for AutomationTool {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let Some(tool) = fields(event).str("automation_tool")? else {
-            return Ok(None);
-        };
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let tool = fields(event, misfits).str("automation_tool")?;
         let tool = tool.trim().to_lowercase();
         let listed = self.tools.iter().find(|t| **t == tool);
-        Ok(listed.map(|t| signature("canvas_audio_hash", t)))
+        listed.map(|t| signature("canvas_audio_hash", t))
     }
 }
 
@@ -128,21 +126,21 @@ struct TzLang {
 }
 
 impl Lift for TzLang {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let f = fields(event);
-        if f.int("tz_mismatch_zones")?
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let f = fields(event, misfits);
+        if f.int("tz_mismatch_zones")
             .is_some_and(|n| n >= self.min_zones)
         {
             let sig = format!("tz_zones>={}", self.min_zones);
-            return Ok(Some(signature("timezone_geo_mismatch", &sig)));
+            return Some(signature("timezone_geo_mismatch", &sig));
         }
-        if f.bool("lang_country_mismatch")? == Some(true) {
-            return Ok(Some(signature(
+        if f.bool("lang_country_mismatch") == Some(true) {
+            return Some(signature(
                 "language_country_mismatch",
                 "lang_vs_source_country",
-            )));
+            ));
         }
-        Ok(None)
+        None
     }
 }
 
@@ -161,8 +159,9 @@ fn canary_trigger(p: &mut Params<'_>) -> Option<Box<dyn Lift>> {
         .or(p.node("exclude_token_kinds"))
         .map(|n| n.pos);
     if listed == excluded {
+        let at = pos.unwrap_or(p.match_pos());
         p.error(
-            pos.unwrap_or_default(),
+            at,
             "token_kinds",
             "give exactly one of token_kinds and exclude_token_kinds",
         );
@@ -181,11 +180,11 @@ fn canary_trigger(p: &mut Params<'_>) -> Option<Box<dyn Lift>> {
 }
 
 impl Lift for CanaryTrigger {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let kind = fields(event).str("token_kind")?;
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let kind = fields(event, misfits).str("token_kind");
         // A trigger without a kind is still a canary that fired: only the catch-all rule
         // claims it, so exactly one of the three rules fires per trigger.
         let listed = kind.is_some_and(|k| self.kinds.iter().any(|l| l == k));
-        Ok((listed != self.exclude).then(Decision::default))
+        (listed != self.exclude).then(Decision::default)
     }
 }

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::{Decision, Fields, Lift, Outcome, Params, Spec, fields};
+use super::{Decision, Fields, Lift, Misfits, Params, Spec, fields};
 use crate::event::EvalEvent;
 use crate::evidence::EvidenceKey;
 use crate::kind::SourceKind;
@@ -89,20 +89,20 @@ struct AtLeast {
 }
 
 impl Lift for AtLeast {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let f = fields(event);
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let f = fields(event, misfits);
         if let Some(key) = self.non_empty
-            && f.str(key)?.is_none_or(|s| s.trim().is_empty())
+            && f.str(key).is_none_or(|s| s.trim().is_empty())
         {
-            return Ok(None);
+            return None;
         }
-        let fired = f.int(self.field)?.is_some_and(|n| n >= self.min);
-        Ok(fired.then(Decision::default))
+        let fired = f.int(self.field).is_some_and(|n| n >= self.min);
+        fired.then(Decision::default)
     }
 }
 
-fn succeeded(f: Fields<'_>) -> Result<bool, super::Misfit> {
-    Ok(f.str("result")? == Some("success"))
+fn succeeded(f: Fields<'_>) -> bool {
+    f.str("result") == Some("success")
 }
 
 /// R0005: a successful login, after brute force when so configured.
@@ -112,13 +112,13 @@ struct ValidAccount {
 }
 
 impl Lift for ValidAccount {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let f = fields(event);
-        if !succeeded(f)? {
-            return Ok(None);
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let f = fields(event, misfits);
+        if !succeeded(f) {
+            return None;
         }
-        let brute = f.bool("prior_brute")?.unwrap_or(false);
-        Ok((brute || !self.require_prior_brute).then(Decision::default))
+        let brute = f.bool("prior_brute").unwrap_or(false);
+        (brute || !self.require_prior_brute).then(Decision::default)
     }
 }
 
@@ -221,23 +221,23 @@ fn default_credentials(p: &mut Params<'_>) -> Option<DefaultCredentials> {
 }
 
 impl Lift for DefaultCredentials {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let f = fields(event);
-        if !succeeded(f)? {
-            return Ok(None);
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let f = fields(event, misfits);
+        if !succeeded(f) {
+            return None;
         }
-        let (Some(username), Some(password)) = (f.str("username")?, f.str("password")?) else {
-            return Ok(None);
+        let (Some(username), Some(password)) = (f.str("username"), f.str("password")) else {
+            return None;
         };
         let pair = self
             .pairs
             .iter()
             .find(|p| p.username == username && p.password == password);
-        Ok(pair.map(|pair| {
+        pair.map(|pair| {
             Decision::all(vec![(
                 EvidenceKey::DefaultPairId,
                 Value::from(pair.id.as_str()),
             )])
-        }))
+        })
     }
 }

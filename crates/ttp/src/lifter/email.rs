@@ -10,7 +10,7 @@ use regex::Regex;
 use serde_json::Value;
 
 use super::tables::{Table, TableReader};
-use super::{Decision, Fields, Lift, Misfit, Outcome, Params, Spec, fields, select};
+use super::{Decision, Fields, Lift, Misfits, Params, Spec, fields, select};
 use crate::event::EvalEvent;
 use crate::evidence::{EvidenceKey, domain_of};
 use crate::kind::SourceKind;
@@ -54,8 +54,7 @@ pub(super) const SPECS: &[Spec] = &[
         name: "email_idn_url",
         kinds: &[SourceKind::Email],
         build: |p| {
-            let prefix = p.strings("punycode_prefix", &["xn--"], &[]);
-            let prefix = prefix.into_iter().next().unwrap_or_default().to_lowercase();
+            let prefix = p.string("punycode_prefix", "xn--").to_ascii_lowercase();
             Some(Box::new(IdnUrl { prefix }))
         },
     },
@@ -115,8 +114,8 @@ fn headers(names: &[&str]) -> (EvidenceKey, Value) {
 }
 
 /// The domain of a sender-side field: after the last `@`, lowercased, trimmed; empty is none.
-fn domain(f: Fields<'_>, field: &str) -> Result<Option<String>, Misfit> {
-    Ok(f.str(field)?.map(domain_of).filter(|d| !d.is_empty()))
+fn domain(f: Fields<'_>, field: &str) -> Option<String> {
+    f.str(field).map(domain_of).filter(|d| !d.is_empty())
 }
 
 /// R0041: many recipients from a sender whose header domain is not the envelope's.
@@ -127,23 +126,23 @@ struct OpenRelay {
 }
 
 impl Lift for OpenRelay {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let f = fields(event);
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let f = fields(event, misfits);
         let many = f
-            .int("rcpt_count")?
+            .int("rcpt_count")
             .is_some_and(|n| n >= self.rcpt_threshold);
         if !many {
-            return Ok(None);
+            return None;
         }
         if self.require_foreign_from {
-            let from = domain(f, "from_domain")?;
-            let envelope = domain(f, "mail_from_domain")?;
+            let from = domain(f, "from_domain");
+            let envelope = domain(f, "mail_from_domain");
             match (from, envelope) {
                 (Some(a), Some(b)) if a != b => {}
-                _ => return Ok(None),
+                _ => return None,
             }
         }
-        Ok(Some(Decision::all(vec![headers(&["From", "MAIL FROM"])])))
+        Some(Decision::all(vec![headers(&["From", "MAIL FROM"])]))
     }
 }
 
@@ -156,25 +155,24 @@ struct MassPhish {
 }
 
 impl Lift for MassPhish {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let f = fields(event);
-        let simhash_ok = f.str("body_simhash")?.is_some_and(|h| {
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let f = fields(event, misfits);
+        let simhash_ok = f.str("body_simhash").is_some_and(|h| {
             h.len() == 16
                 && h.bytes().all(|b| b.is_ascii_hexdigit())
                 && h.bytes().any(|b| b != b'0')
         });
-        let (Some(messages), Some(window)) = (
-            f.int("campaign_message_count")?,
-            f.int("campaign_window_h")?,
-        ) else {
-            return Ok(None);
+        let (Some(messages), Some(window)) =
+            (f.int("campaign_message_count"), f.int("campaign_window_h"))
+        else {
+            return None;
         };
-        let recipients = f.int("campaign_rcpt_count")?.unwrap_or(0);
+        let recipients = f.int("campaign_rcpt_count").unwrap_or(0);
         let fired = simhash_ok
             && window <= self.max_window_h
             && messages >= 2
             && (messages >= self.min_messages || recipients >= self.min_recipients);
-        Ok(fired.then(Decision::default))
+        fired.then(Decision::default)
     }
 }
 
@@ -262,17 +260,29 @@ fn xmailer_kits(p: &mut Params<'_>, table: &Table) -> Option<XmailerKits> {
                 continue;
             }
         };
-        let emits = table_emits(
+        // Not `?`: the table's errors must reach the rule, or the rule would vanish silently.
+        let Some(emits) = table_emits(
             &mut r,
             p.emits(),
             &techniques,
             &format!("{path}.techniques"),
             pos,
-        )?;
+        ) else {
+            continue;
+        };
+        let normalised = normalise_mailer(&value);
+        if normalised.is_empty() {
+            r.error(
+                pos,
+                &format!("{path}.value"),
+                "is empty once trimmed: it would match every X-Mailer",
+            );
+            continue;
+        }
         kits.push(Kit {
             id,
             exact,
-            value: normalise_mailer(&value),
+            value: normalised,
             emits,
         });
     }
@@ -323,13 +333,11 @@ pub(super) fn table_emits(
 }
 
 impl Lift for XmailerKits {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let Some(mailer) = fields(event).str("x_mailer")? else {
-            return Ok(None);
-        };
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let mailer = fields(event, misfits).str("x_mailer")?;
         let mailer = normalise_mailer(mailer);
         if mailer.is_empty() {
-            return Ok(None);
+            return None;
         }
         let kit = self.kits.iter().find(|k| {
             if k.exact {
@@ -338,7 +346,7 @@ impl Lift for XmailerKits {
                 mailer.contains(&k.value)
             }
         });
-        Ok(kit.map(|kit| Decision {
+        kit.map(|kit| Decision {
             extras: vec![
                 (EvidenceKey::MatchedKit, Value::from(kit.id.as_str())),
                 headers(&["X-Mailer"]),
@@ -353,7 +361,7 @@ impl Lift for XmailerKits {
                     })
                     .collect(),
             ),
-        }))
+        })
     }
 }
 
@@ -369,29 +377,35 @@ fn web_host(url: &str) -> Option<String> {
     if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
         return None;
     }
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    // User-info ends at the last `@` before the path, whatever it holds.
+    let before_path = rest.find('/').unwrap_or(rest.len());
+    let host_start = rest[..before_path].rfind('@').map_or(0, |i| i + 1);
+    let host_port = &rest[host_start..];
     if host_port.starts_with('[') {
         return None; // an IPv6 literal has no labels
     }
-    let host = host_port.split(':').next().unwrap_or_default();
-    let host = host.trim_end_matches('.').to_lowercase();
+    // The host is what a DNS name can hold; anything else (`:port`, `;jsessionid=…`, `\`,
+    // a path or a query) ends it, so a path can never ride along as "host".
+    let len = host_port
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_'))
+        .unwrap_or(host_port.len());
+    let host = host_port[..len].trim_end_matches('.').to_ascii_lowercase();
     (!host.is_empty()).then_some(host)
 }
 
 impl Lift for IdnUrl {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        for url in fields(event).strs("urls")? {
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        for url in fields(event, misfits).strs("urls") {
             if let Some(host) = web_host(url)
                 && host.split('.').any(|label| label.starts_with(&self.prefix))
             {
-                return Ok(Some(Decision::all(vec![(
+                return Some(Decision::all(vec![(
                     EvidenceKey::MatchedUrlHost,
                     Value::from(host),
-                )])));
+                )]));
             }
         }
-        Ok(None)
+        None
     }
 }
 
@@ -409,21 +423,23 @@ struct SenderMasquerade {
 }
 
 impl Lift for SenderMasquerade {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let f = fields(event);
-        let from = domain(f, "from_domain")?;
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let f = fields(event, misfits);
+        let from = domain(f, "from_domain");
         let differs =
             |other: Option<String>| matches!((&from, other), (Some(a), Some(b)) if *a != b);
-        let returnpath = differs(domain(f, "return_path_domain")?);
-        let mailfrom = differs(domain(f, "mail_from_domain")?);
+        let returnpath = differs(domain(f, "return_path_domain"));
+        let mailfrom = differs(domain(f, "mail_from_domain"));
         // A producer without `dkim_signature_present` (DECNET) is read from `dkim_signed`
         // (EVENTS.md §4.5); no claim at all is a missing signature.
-        let dkim_present = match f.bool("dkim_signature_present")? {
+        let dkim_present = match f.bool("dkim_signature_present") {
             Some(b) => b,
-            None => f.bool("dkim_signed")?.unwrap_or(false),
+            None => f.bool("dkim_signed").unwrap_or(false),
         };
+        // An SPF failure is stated, never assumed: Authentication-Results present and
+        // `spf_pass` false.
         let spf_fail =
-            f.bool("auth_results_present")? == Some(true) && !f.bool("spf_pass")?.unwrap_or(false);
+            f.bool("auth_results_present") == Some(true) && f.bool("spf_pass") == Some(false);
         let mut matched = Vec::new();
         let mut names = Vec::new();
         for signal in MASQUERADE_SIGNALS {
@@ -432,7 +448,8 @@ impl Lift for SenderMasquerade {
             }
             let (on, header) = match *signal {
                 "from_returnpath_mismatch" => (returnpath, "Return-Path"),
-                "from_mailfrom_mismatch" => (mailfrom, "MAIL FROM"),
+                // The envelope is not a header: the From header is what disagrees with it.
+                "from_mailfrom_mismatch" => (mailfrom, "From"),
                 "dkim_missing" => (!dkim_present, "DKIM-Signature"),
                 _ => (spf_fail, "Authentication-Results"),
             };
@@ -445,12 +462,12 @@ impl Lift for SenderMasquerade {
             }
         }
         if matched.is_empty() {
-            return Ok(None);
+            return None;
         }
-        Ok(Some(Decision::all(vec![
+        Some(Decision::all(vec![
             (EvidenceKey::MatchedSignals, Value::from(matched)),
             headers(&names),
-        ])))
+        ]))
     }
 }
 
@@ -471,10 +488,10 @@ struct MaliciousAttachment {
 }
 
 impl Lift for MaliciousAttachment {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let f = fields(event);
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let f = fields(event, misfits);
         let extensions: Vec<String> = f
-            .strs("attachment_extensions")?
+            .strs("attachment_extensions")
             .iter()
             .map(|e| e.trim().trim_start_matches('.').to_lowercase())
             .collect();
@@ -484,23 +501,21 @@ impl Lift for MaliciousAttachment {
                 continue;
             }
             let on = match *trigger {
-                "office_macro" => f.bool("attachment_macros")?.unwrap_or(false),
-                "protected_archive" => f.bool("attachment_password_protected")?.unwrap_or(false),
-                "html_smuggling" => f.bool("html_smuggling")?.unwrap_or(false),
-                "mal_hash_match" => f.bool("mal_hash_match")?.unwrap_or(false),
+                "office_macro" => f.bool("attachment_macros").unwrap_or(false),
+                "protected_archive" => f.bool("attachment_password_protected").unwrap_or(false),
+                "html_smuggling" => f.bool("html_smuggling").unwrap_or(false),
+                "mal_hash_match" => f.bool("mal_hash_match").unwrap_or(false),
                 ext => extensions.iter().any(|e| e == ext),
             };
             if on {
                 matched.push(trigger);
             }
         }
-        let Some(first) = matched.first() else {
-            return Ok(None);
-        };
-        Ok(Some(Decision::all(vec![
+        let first = matched.first()?;
+        Some(Decision::all(vec![
             (EvidenceKey::MatchedTrigger, Value::from(*first)),
             (EvidenceKey::MatchedSignals, Value::from(matched)),
-        ])))
+        ]))
     }
 }
 
@@ -540,24 +555,24 @@ struct Bec {
 }
 
 impl Lift for Bec {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let f = fields(event);
-        let (Some(subject), Some(body)) = (f.str("subject")?, f.str("body_text")?) else {
-            return Ok(None);
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let f = fields(event, misfits);
+        let (Some(subject), Some(body)) = (f.str("subject"), f.str("body_text")) else {
+            return None;
         };
         let subject_kw = self.subject.matched(subject);
         if subject_kw.is_empty() {
-            return Ok(None);
+            return None;
         }
         let body_kw = self.body.matched(body);
         if body_kw.is_empty() {
-            return Ok(None);
+            return None;
         }
-        Ok(Some(Decision::all(vec![
+        Some(Decision::all(vec![
             (EvidenceKey::MatchedSubjectKw, Value::from(subject_kw)),
             (EvidenceKey::MatchedBodyKw, Value::from(body_kw)),
             headers(&["Subject"]),
-        ])))
+        ]))
     }
 }
 
@@ -569,18 +584,18 @@ struct EncodedPayload {
 }
 
 impl Lift for EncodedPayload {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let f = fields(event);
-        let reported = f.int("body_base64_bytes")?.filter(|n| *n >= self.min_bytes);
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let f = fields(event, misfits);
+        let reported = f.int("body_base64_bytes").filter(|n| *n >= self.min_bytes);
         let size = match reported {
             Some(n) => Some(n),
             None => f
-                .str("body_text")?
+                .str("body_text")
                 .and_then(|body| largest_base64_run(body, self.min_run))
                 .map(|n| n as i64)
                 .filter(|n| *n >= self.min_bytes),
         };
-        Ok(size.map(|n| Decision::all(vec![(EvidenceKey::EncodedByteCount, Value::from(n))])))
+        size.map(|n| Decision::all(vec![(EvidenceKey::EncodedByteCount, Value::from(n))]))
     }
 }
 
@@ -654,6 +669,18 @@ mod tests {
         );
         assert_eq!(web_host("ftp://xn--e1a.example/"), None);
         assert_eq!(web_host("http://[2001:db8::1]/"), None);
+        assert_eq!(
+            web_host("https://xn--pple-43d.com;jsessionid=SECRET123"),
+            Some("xn--pple-43d.com".into())
+        );
+        assert_eq!(
+            web_host("https://xn--pple-43d.com\\evil\\path"),
+            Some("xn--pple-43d.com".into())
+        );
+        assert_eq!(
+            web_host("http://admin:pa?ss@xn--e1a.example/x"),
+            Some("xn--e1a.example".into())
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::email::table_emits;
 use super::tables::{Table, TableReader};
-use super::{Decision, Fields, Lift, Outcome, Params, Pick, Spec, fields};
+use super::{Decision, Fields, Lift, Misfits, Params, Pick, Spec, fields};
 use crate::event::EvalEvent;
 use crate::evidence::EvidenceKey;
 use crate::fanout::normalise_tag;
@@ -63,7 +63,7 @@ impl Provider {
 #[derive(Debug)]
 struct Target {
     emits: Vec<usize>,
-    min_score: Option<i64>,
+    min_score: Option<f64>,
     multiplier: f64,
 }
 
@@ -125,7 +125,8 @@ fn read_map(p: &mut Params<'_>, table: &Table, provider: Provider) -> Option<Int
                     && let Some(items) = r.seq(node, "signals")
                 {
                     for (i, item) in items.iter().enumerate() {
-                        if let Some(signal) = read_signal(&mut r, p, item, &format!("signals[{i}]"))
+                        if let Some(signal) =
+                            read_signal(&mut r, p, provider, item, &format!("signals[{i}]"))
                         {
                             if signals.iter().any(|s| s.id == signal.id) {
                                 r.error(
@@ -150,9 +151,47 @@ fn read_map(p: &mut Params<'_>, table: &Table, provider: Provider) -> Option<Int
     ok.then_some(IntelMap { provider, signals })
 }
 
+/// Whether `id` names a signal this provider's verdicts can hold; any other id would load
+/// and never fire.
+fn valid_signal_id(provider: Provider, id: &str) -> Result<(), &'static str> {
+    let snake = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    let ok = match provider {
+        Provider::AbuseIpdb => id
+            .strip_prefix("cat_")
+            .is_some_and(|n| n.parse::<u8>().is_ok_and(|n| n > 0)),
+        Provider::GreyNoise => {
+            id == "noise"
+                || id.strip_prefix("classification_").is_some_and(snake)
+                || id
+                    .strip_prefix("tag_")
+                    .is_some_and(|t| !t.is_empty() && normalise_tag(t) == t)
+        }
+        Provider::Feodo => id == "listed",
+        Provider::ThreatFox => snake(id),
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(match provider {
+        Provider::AbuseIpdb => "an AbuseIPDB signal is cat_<category number>",
+        Provider::GreyNoise => {
+            "a GreyNoise signal is noise, classification_<name> or tag_<normalised tag> (lowercase, spaces and hyphens as _)"
+        }
+        Provider::Feodo => "the Feodo Tracker signal is listed",
+        Provider::ThreatFox => {
+            "a ThreatFox signal is a lowercase threat type (botnet_cc, payload, …)"
+        }
+    })
+}
+
 fn read_signal(
     r: &mut TableReader<'_>,
     p: &Params<'_>,
+    provider: Provider,
     node: &crate::yaml::Node,
     path: &str,
 ) -> Option<Signal> {
@@ -164,6 +203,11 @@ fn read_signal(
     )?;
     let get = |k: &str| f.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
     let id = r.string(get("id")?, &format!("{path}.id"))?;
+    if let Err(why) = valid_signal_id(provider, &id) {
+        let pos = get("id").map_or(node.pos, |n| n.pos);
+        r.error(pos, &format!("{path}.id"), format!("{id:?}: {why}"));
+        return None;
+    }
     let list = r.seq(get("techniques")?, &format!("{path}.techniques"))?;
     let mut targets = Vec::new();
     for (i, t) in list.iter().enumerate() {
@@ -177,7 +221,15 @@ fn read_signal(
         let tget = |k: &str| tf.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
         let technique = r.string(tget("technique_id")?, &format!("{tpath}.technique_id"))?;
         let min_score = match tget("min_score") {
-            Some(n) => Some(r.int(n, &format!("{tpath}.min_score"), 0, 100)?),
+            Some(n) if provider != Provider::AbuseIpdb => {
+                r.error(
+                    n.pos,
+                    &format!("{tpath}.min_score"),
+                    "only AbuseIPDB verdicts carry a score",
+                );
+                return None;
+            }
+            Some(n) => Some(r.int(n, &format!("{tpath}.min_score"), 0, 100)? as f64),
             None => None,
         };
         let multiplier = match tget("multiplier") {
@@ -229,7 +281,7 @@ struct Held {
 struct Verdict {
     held: Vec<Held>,
     multiplier: f64,
-    score: Option<i64>,
+    score: Option<f64>,
 }
 
 /// Per selected emit: multiplier and the signals that chose it.
@@ -246,16 +298,15 @@ impl IntelMap {
     }
 
     /// The signals present in this provider's verdict, and the provider multiplier.
-    fn held(&self, f: Fields<'_>) -> Result<Option<Verdict>, super::Misfit> {
+    fn held(&self, f: Fields<'_>) -> Option<Verdict> {
         let mut held = Vec::new();
         match self.provider {
             Provider::AbuseIpdb => {
-                let Some(score) = f.int("abuseipdb_score")? else {
-                    return Ok(None);
-                };
-                let categories = f.ints("abuseipdb_categories")?;
+                // A numeric score (RULES.md §1 types it num): 87.5 is a score.
+                let score = f.num("abuseipdb_score")?;
+                let categories = f.ints("abuseipdb_categories");
                 if categories.is_empty() {
-                    return Ok(None);
+                    return None;
                 }
                 for c in categories {
                     held.push(Held {
@@ -263,32 +314,32 @@ impl IntelMap {
                         item: Value::from(c),
                     });
                 }
-                let multiplier = (score as f64 / 100.0).clamp(0.0, 1.0);
-                return Ok(Some(Verdict {
+                let multiplier = (score / 100.0).clamp(0.0, 1.0);
+                return Some(Verdict {
                     held,
                     multiplier,
                     score: Some(score),
-                }));
+                });
             }
             Provider::GreyNoise => {
                 // A common business service: no GreyNoise decision at all.
-                if f.bool("greynoise_riot")? == Some(true) {
-                    return Ok(None);
+                if f.bool("greynoise_riot") == Some(true) {
+                    return None;
                 }
-                if f.bool("greynoise_noise")? == Some(true) {
+                if f.bool("greynoise_noise") == Some(true) {
                     held.push(Held {
                         id: "noise".into(),
                         item: Value::Null,
                     });
                 }
-                if let Some(class) = f.str("greynoise_classification")? {
+                if let Some(class) = f.str("greynoise_classification") {
                     let class = class.trim().to_lowercase();
                     held.push(Held {
                         id: format!("classification_{class}"),
                         item: Value::Null,
                     });
                 }
-                for tag in f.strs("greynoise_tags")? {
+                for tag in f.strs("greynoise_tags") {
                     let tag = normalise_tag(tag);
                     held.push(Held {
                         id: format!("tag_{tag}"),
@@ -297,7 +348,7 @@ impl IntelMap {
                 }
             }
             Provider::Feodo => {
-                if f.bool("feodo_listed")? == Some(true) {
+                if f.bool("feodo_listed") == Some(true) {
                     held.push(Held {
                         id: "listed".into(),
                         item: Value::Null,
@@ -305,7 +356,7 @@ impl IntelMap {
                 }
             }
             Provider::ThreatFox => {
-                for t in f.strs("threatfox_threat_types")? {
+                for t in f.strs("threatfox_threat_types") {
                     let t = t.trim().to_lowercase();
                     held.push(Held {
                         id: t.clone(),
@@ -314,28 +365,25 @@ impl IntelMap {
                 }
             }
         }
-        Ok(Some(Verdict {
+        Some(Verdict {
             held,
             multiplier: 1.0,
             score: None,
-        }))
+        })
     }
 }
 
 impl Lift for IntelMap {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let f = fields(event);
-        if f.str("provider")? != Some(self.provider.name()) {
-            return Ok(None);
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let f = fields(event, misfits);
+        if f.str("provider") != Some(self.provider.name()) {
+            return None;
         }
-        let Some(Verdict {
+        let Verdict {
             held,
             multiplier: provider_multiplier,
             score,
-        }) = self.held(f)?
-        else {
-            return Ok(None);
-        };
+        } = self.held(f)?;
         let mut chosen: Vec<(usize, Chosen)> = Vec::new();
         for h in &held {
             let Some(signal) = self.signal(&h.id) else {
@@ -366,30 +414,30 @@ impl Lift for IntelMap {
             }
         }
         if chosen.is_empty() {
-            return Ok(None);
+            return None;
         }
         chosen.sort_by_key(|(e, _)| *e);
-        let families = |key: &str| -> Result<Option<Value>, super::Misfit> {
+        let families = |key: &str| -> Option<Value> {
             let list: Vec<String> = match key {
-                "feodo_malware_family" => f.str(key)?.map(str::to_owned).into_iter().collect(),
-                _ => f.strs(key)?.into_iter().map(str::to_owned).collect(),
+                "feodo_malware_family" => f.str(key).map(str::to_owned).into_iter().collect(),
+                _ => f.strs(key).into_iter().map(str::to_owned).collect(),
             };
             let list: Vec<String> = list.into_iter().filter(|s| !s.trim().is_empty()).collect();
-            Ok((!list.is_empty()).then(|| Value::from(list)))
+            (!list.is_empty()).then(|| Value::from(list))
         };
         let mut shared = Vec::new();
         match self.provider {
             Provider::Feodo => {
                 shared.push((EvidenceKey::FeodoListed, Value::from(true)));
-                if let Some(v) = families("feodo_malware_family")? {
+                if let Some(v) = families("feodo_malware_family") {
                     shared.push((EvidenceKey::MalwareFamilies, v));
                 }
             }
             Provider::ThreatFox => {
-                if let Some(v) = families("threatfox_malware_families")? {
+                if let Some(v) = families("threatfox_malware_families") {
                     shared.push((EvidenceKey::MalwareFamilies, v));
                 }
-                let iocs = f.strs("threatfox_ioc_types")?;
+                let iocs = f.strs("threatfox_ioc_types");
                 if !iocs.is_empty() {
                     shared.push((EvidenceKey::ThreatfoxIocTypes, Value::from(iocs)));
                 }
@@ -411,10 +459,14 @@ impl Lift for IntelMap {
                     // the signals that chose this technique.
                     extras.push((key, Value::Array(c.items)));
                 }
-                if self.provider == Provider::GreyNoise {
-                    extras.push((EvidenceKey::GreynoiseNoise, Value::from(c.noise)));
+                // `greynoise_noise` says noise chose this technique; it is absent otherwise.
+                if self.provider == Provider::GreyNoise && c.noise {
+                    extras.push((EvidenceKey::GreynoiseNoise, Value::from(true)));
                 }
-                extras.push((EvidenceKey::Multiplier, Value::from(round4(c.multiplier))));
+                // Only the providers whose confidence scales carry the multiplier (§7.8).
+                if matches!(self.provider, Provider::AbuseIpdb | Provider::GreyNoise) {
+                    extras.push((EvidenceKey::Multiplier, Value::from(round4(c.multiplier))));
+                }
                 Pick {
                     emit,
                     multiplier: c.multiplier,
@@ -422,10 +474,10 @@ impl Lift for IntelMap {
                 }
             })
             .collect();
-        Ok(Some(Decision {
+        Some(Decision {
             extras: shared,
             picks: Some(picks),
-        }))
+        })
     }
 }
 

@@ -11,6 +11,7 @@
 //! rule writes nothing for that event and the engine logs one warning naming the rule and the
 //! field; other rules of the same event are unaffected.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use serde_json::{Map, Value};
@@ -78,13 +79,34 @@ impl fmt::Display for Misfit {
     }
 }
 
-/// What a lifter returns for one event.
-pub type Outcome = Result<Option<Decision>, Misfit>;
+/// The fields of the wrong type a lifter met while deciding on one event. Such a field
+/// counts as absent (RULES.md §1), so "A or B" still fires on B; the engine logs one warning
+/// per field naming the rule, and the caller counts them.
+#[derive(Debug, Default)]
+pub struct Misfits(RefCell<Vec<Misfit>>);
+
+impl Misfits {
+    fn record(&self, field: &str, expected: &'static str) {
+        let mut list = self.0.borrow_mut();
+        if !list.iter().any(|m| m.field == field) {
+            list.push(Misfit {
+                field: field.to_owned(),
+                expected,
+            });
+        }
+    }
+
+    /// What was recorded, in the order met.
+    pub fn take(&self) -> Vec<Misfit> {
+        std::mem::take(&mut *self.0.borrow_mut())
+    }
+}
 
 /// A built lifter, parameters and tables bound.
 pub trait Lift: Send + Sync + fmt::Debug {
-    /// Decide on one event of a kind the lifter accepts.
-    fn lift(&self, event: &EvalEvent) -> Outcome;
+    /// Decide on one event of a kind the lifter accepts; fields of the wrong type are read as
+    /// absent and noted in `misfits`.
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision>;
 }
 
 /// A lifter's entry in the registry: its name, the kinds it accepts and how to build it.
@@ -135,85 +157,96 @@ pub fn select(emits: &[Emit], id: &str) -> Vec<usize> {
 }
 
 /// Typed, lenient reads of an event payload (EVENTS.md §1.3): integers may come as decimal
-/// strings, booleans as `0`/`1`. Absent and null are `None`; any other type is a [`Misfit`].
+/// strings, booleans as `0`/`1` or `"true"`. Absent and null are `None`; a value of any other
+/// type is `None` too, and noted as a [`Misfit`].
 #[derive(Clone, Copy)]
-pub(crate) struct Fields<'a>(pub &'a Map<String, Value>);
+pub(crate) struct Fields<'a> {
+    payload: &'a Map<String, Value>,
+    misfits: &'a Misfits,
+}
 
 impl<'a> Fields<'a> {
     fn present(&self, field: &str) -> Option<&'a Value> {
-        self.0.get(field).filter(|v| !v.is_null())
+        self.payload.get(field).filter(|v| !v.is_null())
     }
 
-    fn misfit(field: &str, expected: &'static str) -> Misfit {
-        Misfit {
-            field: field.to_owned(),
-            expected,
+    fn read<T>(
+        &self,
+        field: &str,
+        expected: &'static str,
+        convert: impl FnOnce(&'a Value) -> Option<T>,
+    ) -> Option<T> {
+        let value = self.present(field)?;
+        let read = convert(value);
+        if read.is_none() {
+            self.misfits.record(field, expected);
         }
+        read
     }
 
-    pub(crate) fn int(&self, field: &str) -> Result<Option<i64>, Misfit> {
-        self.present(field)
-            .map(|v| read_int(v).ok_or_else(|| Self::misfit(field, "an integer")))
-            .transpose()
+    pub(crate) fn int(&self, field: &str) -> Option<i64> {
+        self.read(field, "an integer", read_int)
     }
 
-    pub(crate) fn num(&self, field: &str) -> Result<Option<f64>, Misfit> {
-        self.present(field)
-            .map(|v| match v {
-                Value::Number(n) => n.as_f64().ok_or_else(|| Self::misfit(field, "a number")),
-                Value::String(s) => s
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|f| f.is_finite())
-                    .ok_or_else(|| Self::misfit(field, "a number")),
-                _ => Err(Self::misfit(field, "a number")),
-            })
-            .transpose()
+    pub(crate) fn num(&self, field: &str) -> Option<f64> {
+        self.read(field, "a number", |v| match v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+            _ => None,
+        })
     }
 
-    pub(crate) fn bool(&self, field: &str) -> Result<Option<bool>, Misfit> {
-        self.present(field)
-            .map(|v| read_bool(v).ok_or_else(|| Self::misfit(field, "a boolean")))
-            .transpose()
+    pub(crate) fn bool(&self, field: &str) -> Option<bool> {
+        self.read(field, "a boolean", read_bool)
     }
 
-    pub(crate) fn str(&self, field: &str) -> Result<Option<&'a str>, Misfit> {
-        self.present(field)
-            .map(|v| v.as_str().ok_or_else(|| Self::misfit(field, "a string")))
-            .transpose()
+    pub(crate) fn str(&self, field: &str) -> Option<&'a str> {
+        self.read(field, "a string", Value::as_str)
     }
 
-    pub(crate) fn strs(&self, field: &str) -> Result<Vec<&'a str>, Misfit> {
+    /// The strings of a list; items of another type are skipped (and noted).
+    pub(crate) fn strs(&self, field: &str) -> Vec<&'a str> {
+        self.list(field, "a list of strings", Value::as_str)
+    }
+
+    /// The integers of a list; items of another type are skipped (and noted).
+    pub(crate) fn ints(&self, field: &str) -> Vec<i64> {
+        self.list(field, "a list of integers", read_int)
+    }
+
+    fn list<T>(
+        &self,
+        field: &str,
+        expected: &'static str,
+        item: impl Fn(&'a Value) -> Option<T>,
+    ) -> Vec<T> {
         match self.present(field) {
-            None => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .filter(|v| !v.is_null())
-                .map(|v| {
-                    v.as_str()
-                        .ok_or_else(|| Self::misfit(field, "a list of strings"))
-                })
-                .collect(),
-            Some(_) => Err(Self::misfit(field, "a list of strings")),
-        }
-    }
-
-    pub(crate) fn ints(&self, field: &str) -> Result<Vec<i64>, Misfit> {
-        match self.present(field) {
-            None => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| read_int(v).ok_or_else(|| Self::misfit(field, "a list of integers")))
-                .collect(),
-            Some(_) => Err(Self::misfit(field, "a list of integers")),
+            None => Vec::new(),
+            Some(Value::Array(items)) => {
+                let read: Vec<T> = items
+                    .iter()
+                    .filter(|v| !v.is_null())
+                    .filter_map(&item)
+                    .collect();
+                if read.len() != items.iter().filter(|v| !v.is_null()).count() {
+                    self.misfits.record(field, expected);
+                }
+                read
+            }
+            Some(_) => {
+                self.misfits.record(field, expected);
+                Vec::new()
+            }
         }
     }
 }
 
 /// The payload of an event, for reading.
-pub(crate) fn fields(event: &EvalEvent) -> Fields<'_> {
-    Fields(&event.payload)
+pub(crate) fn fields<'a>(event: &'a EvalEvent, misfits: &'a Misfits) -> Fields<'a> {
+    Fields {
+        payload: &event.payload,
+        misfits,
+    }
 }
 
 #[cfg(test)]
@@ -243,23 +276,30 @@ mod tests {
     }
 
     #[test]
-    fn reads_are_lenient_but_typed() {
-        let p =
-            json!({"n": "12", "b": 1, "s": "x", "l": ["a", null, "b"], "bad": {"x": 1}, "z": null});
-        let f = Fields(p.as_object().unwrap());
-        assert_eq!(f.int("n"), Ok(Some(12)));
-        assert_eq!(f.bool("b"), Ok(Some(true)));
-        assert_eq!(f.str("s"), Ok(Some("x")));
-        assert_eq!(f.strs("l"), Ok(vec!["a", "b"]));
-        assert_eq!(f.int("z"), Ok(None));
-        assert_eq!(f.int("absent"), Ok(None));
+    fn reads_are_lenient_and_misfits_read_as_absent() {
+        let p = json!({"n": "12", "b": 1, "s": "x", "l": ["a", null, "b", 5], "bad": {"x": 1}, "z": null});
+        let misfits = Misfits::default();
+        let f = Fields {
+            payload: p.as_object().unwrap(),
+            misfits: &misfits,
+        };
+        assert_eq!(f.int("n"), Some(12));
+        assert_eq!(f.bool("b"), Some(true));
+        assert_eq!(f.str("s"), Some("x"));
+        assert_eq!(f.int("z"), None);
+        assert_eq!(f.int("absent"), None);
+        assert!(misfits.take().is_empty());
+        assert_eq!(f.strs("l"), vec!["a", "b"]);
+        assert_eq!(f.int("bad"), None);
+        assert_eq!(f.strs("s"), Vec::<&str>::new());
+        let noted: Vec<String> = misfits.take().iter().map(ToString::to_string).collect();
         assert_eq!(
-            f.int("bad").unwrap_err().to_string(),
-            "bad: expected an integer"
-        );
-        assert_eq!(
-            f.strs("s").unwrap_err().to_string(),
-            "s: expected a list of strings"
+            noted,
+            vec![
+                "l: expected a list of strings",
+                "bad: expected an integer",
+                "s: expected a list of strings"
+            ]
         );
     }
 

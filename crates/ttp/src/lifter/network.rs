@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::email::table_emits;
 use super::tables::{Table, TableReader};
-use super::{Decision, Lift, Outcome, Params, Pick, Spec, fields};
+use super::{Decision, Lift, Misfits, Params, Pick, Spec, fields};
 use crate::event::EvalEvent;
 use crate::evidence::EvidenceKey;
 use crate::kind::SourceKind;
@@ -212,13 +212,13 @@ fn c2_catalogue(p: &mut Params<'_>, table: &Table) -> Option<C2Catalogue> {
 }
 
 impl Lift for C2Catalogue {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let f = fields(event);
-        let (Some(kind), Some(value)) = (f.str("fingerprint_type")?, f.str("value")?) else {
-            return Ok(None);
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let f = fields(event, misfits);
+        let (Some(kind), Some(value)) = (f.str("fingerprint_type"), f.str("value")) else {
+            return None;
         };
         let value = value.trim().to_ascii_lowercase();
-        let port = f.int("port")?;
+        let port = f.int("port");
         let entry = self.entries.iter().find(|e| {
             e.active
                 && e.kind == kind
@@ -227,7 +227,7 @@ impl Lift for C2Catalogue {
                     .as_ref()
                     .is_none_or(|ports| port.is_some_and(|p| ports.contains(&p)))
         });
-        Ok(entry.map(|e| Decision {
+        entry.map(|e| Decision {
             extras: vec![
                 (
                     EvidenceKey::MatchedFramework,
@@ -245,7 +245,7 @@ impl Lift for C2Catalogue {
                     })
                     .collect(),
             ),
-        }))
+        })
     }
 }
 
@@ -269,22 +269,20 @@ fn is_link_local(addr: Ipv6Addr) -> bool {
 }
 
 impl Lift for LinkLocalLeak {
-    fn lift(&self, event: &EvalEvent) -> Outcome {
-        let f = fields(event);
-        let Some(text) = f.str("addr")?.or(f.str("attacker_ip")?) else {
-            return Ok(None);
-        };
+    fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
+        let f = fields(event, misfits);
+        let text = f.str("addr").or(f.str("attacker_ip"))?;
         if !parse_v6(text).is_some_and(is_link_local) {
-            return Ok(None);
+            return None;
         }
         let mut extras = Vec::new();
-        if f.str("iid_kind")?.is_none() {
+        if f.str("iid_kind").is_none() {
             extras.push((EvidenceKey::IidKind, Value::from("unknown")));
         }
-        if f.str("addr")?.is_none() {
+        if f.str("addr").is_none() {
             extras.push((EvidenceKey::Addr, Value::from(text)));
         }
-        Ok(Some(Decision::all(extras)))
+        Some(Decision::all(extras))
     }
 }
 

@@ -132,6 +132,30 @@ impl<'a> Params<'a> {
         }
     }
 
+    /// A non-empty string parameter.
+    pub fn string(&mut self, name: &'static str, default: &str) -> String {
+        let Some(node) = self.node(name) else {
+            return default.to_owned();
+        };
+        match node.as_scalar().map(str::trim).filter(|s| !s.is_empty()) {
+            Some(s) => s.to_owned(),
+            None => {
+                let found = describe(node);
+                self.error(
+                    node.pos,
+                    name,
+                    format!("expected a non-empty string, found {found}"),
+                );
+                default.to_owned()
+            }
+        }
+    }
+
+    /// Where the `match` mapping starts, for errors about the mapping as a whole.
+    pub fn match_pos(&self) -> Pos {
+        self.match_pos
+    }
+
     /// A non-empty list of strings; each must be one of `allowed` when that is not empty.
     pub fn strings(
         &mut self,
@@ -155,7 +179,7 @@ impl<'a> Params<'a> {
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let path = format!("{name}[{i}]");
-            match item.as_scalar().filter(|s| !s.is_empty()) {
+            match item.as_scalar().map(str::trim).filter(|s| !s.is_empty()) {
                 Some(s) if !allowed.is_empty() && !allowed.contains(&s) => self.error(
                     item.pos,
                     &path,
@@ -178,7 +202,8 @@ impl<'a> Params<'a> {
         let texts = self.strings(name, default, &[]);
         let mut out = Vec::new();
         for (i, text) in texts.iter().enumerate() {
-            match Regex::new(text) {
+            // The compiled-size bound of RULES.md §2 applies to lifter patterns as to rules.
+            match regex::RegexBuilder::new(text).size_limit(1 << 20).build() {
                 Ok(re) if re.is_match("") => {
                     let pos = item_pos(node, i, self.match_pos);
                     self.error(pos, &format!("{name}[{i}]"), "matches the empty string");
