@@ -1,0 +1,173 @@
+//! A private `nats-server` for a test: JetStream on, a free loopback port, a temporary store
+//! that lives as long as the handle. Tests that stop, restart or cut off NATS use this rather
+//! than the machine's shared server, and leave nothing behind: dropping the handle kills the
+//! process and removes the store.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where the server binary is looked for, in order; `DECNET_NATS_SERVER` overrides.
+const CANDIDATES: [&str; 3] = [
+    "/usr/sbin/nats-server",
+    "/usr/bin/nats-server",
+    "/usr/local/bin/nats-server",
+];
+
+/// A running `nats-server` owned by one test.
+#[derive(Debug)]
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    store: tempfile::TempDir,
+    binary: PathBuf,
+}
+
+/// Why a server could not be started.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// The `nats-server` binary to run.
+pub fn nats_server_binary() -> Result<PathBuf, StartError> {
+    if let Some(path) = std::env::var_os("DECNET_NATS_SERVER") {
+        return Ok(PathBuf::from(path));
+    }
+    CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            StartError(format!(
+                "nats-server not found (looked in {}; set DECNET_NATS_SERVER)",
+                CANDIDATES.join(", ")
+            ))
+        })
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("the loopback interface can bind an ephemeral port")
+}
+
+impl NatsServer {
+    /// Start a server with JetStream and wait until it accepts connections.
+    pub fn start() -> Result<NatsServer, StartError> {
+        let store = tempfile::tempdir().map_err(|e| StartError(format!("temp store: {e}")))?;
+        let mut server = NatsServer {
+            child: None,
+            port: free_port(),
+            store,
+            binary: nats_server_binary()?,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self) -> Result<(), StartError> {
+        let child = Command::new(&self.binary)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| StartError(format!("{}: {e}", self.binary.display())))?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(10))
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> Result<(), StartError> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(StartError(format!(
+                    "nats-server exited at start ({status}) on port {}",
+                    self.port
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(StartError(format!(
+            "nats-server did not listen on {} within {limit:?}",
+            self.port
+        )))
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The JetStream store directory.
+    pub fn store(&self) -> &Path {
+        self.store.path()
+    }
+
+    /// Kill the server at once (SIGKILL): what a crash looks like to clients.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start the server again on the same port and store, after [`NatsServer::kill`].
+    pub fn restart(&mut self) -> Result<(), StartError> {
+        self.kill();
+        self.spawn()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_starts_restarts_and_cleans_up() {
+        let mut server = NatsServer::start().unwrap();
+        let port = server.port();
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
+        server.kill();
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+        server.restart().unwrap();
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
+        let store = server.store().to_path_buf();
+        drop(server);
+        assert!(!store.exists(), "the store is removed with the handle");
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    }
+}
