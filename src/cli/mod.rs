@@ -1,6 +1,7 @@
 //! Command-line definitions and dispatch.
 
 mod rules;
+mod service;
 mod tag;
 
 use std::path::PathBuf;
@@ -42,6 +43,11 @@ enum Command {
     /// Validate, list, test and map the rule pack.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
+    /// The tagger service: source events from JetStream in, tags in the database out.
+    Tagger(service::TaggerArgs),
+    /// Every available service in one process on embedded defaults (SQLite under the data
+    /// directory, NATS at the URL or a nats-server child it starts).
+    Up(service::UpArgs),
 }
 
 /// The rules directory option shared by the offline tools.
@@ -72,6 +78,8 @@ pub(crate) fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Tag(args) => tag::run(&args),
         Command::Rules(command) => rules::run(command),
+        Command::Tagger(args) => service::tagger(&args),
+        Command::Up(args) => service::up(&args),
     }
 }
 

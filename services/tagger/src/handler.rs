@@ -1,0 +1,223 @@
+//! The tagger's work on a batch (EVENTS.md §6.1): build the evaluation events of each
+//! message, evaluate them on the current index, write every surviving tag of the batch in
+//! one transaction with the messages that announce them, and settle each message.
+//!
+//! A message that can never be processed is poison (dead-lettered with its reason) and never
+//! holds back the others. A transient database failure naks the whole batch; a row the
+//! database refuses for good is found by writing the batch's messages one by one, so only the
+//! message that carries it is dead-lettered.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use decnet_bus::{Delivery, Handler, Outcome, Poison};
+use decnet_storage::{AttackerSighting, Database, StorageError};
+use decnet_ttp::anchor::{attacker_uuid_for_ip, canonical_ip};
+use decnet_ttp::engine::SuppressReason;
+use decnet_ttp::fanout::{self, FanoutError};
+use decnet_ttp::ratelimit::RateLimiter;
+use decnet_ttp::{EvalEvent, RuleIndex};
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::announce::{MessageResults, announce};
+
+/// Bodies over this size are poison (EVENTS.md §1.3).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The tagger's batch handler.
+pub struct Tagger {
+    pub(crate) index: Arc<RuleIndex>,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) db: Database,
+    /// Woken after each commit so the outbox publisher sends at once.
+    pub(crate) published: Arc<Notify>,
+}
+
+/// One message ready to write.
+struct Prepared {
+    results: MessageResults,
+    sightings: Vec<AttackerSighting>,
+}
+
+fn poison(code: &'static str, detail: impl Into<String>) -> Outcome {
+    Outcome::Poison(Poison {
+        code,
+        detail: detail.into(),
+    })
+}
+
+/// The DLQ code of a fan-out error (EVENTS.md §2.5).
+fn fanout_code(e: &FanoutError) -> &'static str {
+    match e.reason {
+        "unsupported_subject" => "unknown_subject",
+        "not_an_object" => "schema_error",
+        other => other,
+    }
+}
+
+impl Tagger {
+    fn prepare(&mut self, d: &Delivery, now: DateTime<Utc>) -> Result<Option<Prepared>, Outcome> {
+        if d.payload().len() > MAX_BODY_BYTES {
+            return Err(poison(
+                "too_large",
+                format!("{} bytes, over {MAX_BODY_BYTES}", d.payload().len()),
+            ));
+        }
+        if skipped(d.subject()) {
+            return Ok(None);
+        }
+        let body: Value = serde_json::from_slice(d.payload())
+            .map_err(|e| poison("decode_error", format!("invalid JSON: {e}")))?;
+        let fanout = fanout::from_message(d.subject(), &body)
+            .map_err(|e| poison(fanout_code(&e), e.detail))?;
+        if fanout.events.is_empty() {
+            return Ok(None);
+        }
+        let index = Arc::clone(&self.index);
+        let limit_of = |id: &str| {
+            index
+                .get(id)
+                .map_or(u32::MAX, |(r, _)| r.rate_limit_per_minute)
+        };
+        let mode_of = |id: &str| index.get(id).map(|(_, m)| m).unwrap_or_default();
+        let first = &fanout.events[0];
+        let mut results = MessageResults {
+            subject: d.subject().to_owned(),
+            upstream_id: d.msg_id().map_or_else(
+                || format!("{}:{}", d.stream(), d.stream_seq()),
+                str::to_owned,
+            ),
+            attacker_uuid: first.attacker_uuid,
+            identity_uuid: first.identity_uuid,
+            session_id: first.session_id.as_deref().map(str::to_owned),
+            decky_id: first.decky_id.as_deref().map(str::to_owned),
+            tags: Vec::new(),
+            suppressed: Vec::new(),
+            rate_window: None,
+        };
+        let mut sightings: Vec<AttackerSighting> = Vec::new();
+        let ip = body_ip(&body);
+        for event in &fanout.events {
+            let mut eval = index.evaluate(event, now);
+            let at = event.ts.unwrap_or(now);
+            self.limiter.apply(&mut eval, at, limit_of, mode_of);
+            if results.rate_window.is_none()
+                && eval
+                    .suppressed
+                    .iter()
+                    .any(|s| s.reason == SuppressReason::RateLimited)
+            {
+                results.rate_window = Some(RateLimiter::window_start(at));
+            }
+            results.tags.extend(eval.tags);
+            results.suppressed.extend(eval.suppressed);
+            if let Some(s) = sighting(event, ip.as_deref(), now)
+                && !sightings.iter().any(|x| x.uuid == s.uuid)
+            {
+                sightings.push(s);
+            }
+        }
+        Ok(Some(Prepared { results, sightings }))
+    }
+
+    async fn write(&self, batch: &[&Prepared], now: DateTime<Utc>) -> Result<(), StorageError> {
+        let mut sightings: Vec<AttackerSighting> = Vec::new();
+        for p in batch {
+            for s in &p.sightings {
+                match sightings.iter_mut().find(|x| x.uuid == s.uuid) {
+                    Some(x) => x.seen_at = x.seen_at.max(s.seen_at),
+                    None => sightings.push(s.clone()),
+                }
+            }
+        }
+        let tags: Vec<_> = batch
+            .iter()
+            .flat_map(|p| p.results.tags.iter().cloned())
+            .collect();
+        let results: Vec<MessageResults> = batch.iter().map(|p| p.results.clone()).collect();
+        let index = Arc::clone(&self.index);
+        self.db
+            .write_tags("tagger", &sightings, &tags, |outcome| {
+                announce(&results, outcome, &index, now)
+            })
+            .await?;
+        self.published.notify_one();
+        Ok(())
+    }
+}
+
+/// Known EVENTS subjects that are not source events (EVENTS.md §2.2): acked and counted, never
+/// dead-lettered. Everything else a source subject does not claim is `unknown_subject`.
+fn skipped(subject: &str) -> bool {
+    const SOURCES: [&str; 4] = [
+        "attacker.session.ended",
+        "attacker.observed",
+        "attacker.intel.enriched",
+        "attacker.fingerprinted",
+    ];
+    let other_attacker = subject.starts_with("attacker.") && !SOURCES.contains(&subject);
+    let canary_notice = subject.starts_with("canary.")
+        && (subject.ends_with(".revoked") || subject.ends_with(".placed"));
+    other_attacker || canary_notice || subject == "smtp.probe.relayed"
+}
+
+/// The address a message names its attacker by.
+fn body_ip(body: &Value) -> Option<String> {
+    let obj = fanout::unwrap_envelope("", body);
+    ["attacker_ip", "src_ip"]
+        .iter()
+        .find_map(|k| obj.get(*k).and_then(Value::as_str).and_then(canonical_ip))
+}
+
+fn sighting(event: &EvalEvent, ip: Option<&str>, now: DateTime<Utc>) -> Option<AttackerSighting> {
+    let uuid = event.attacker_uuid?;
+    // The address is recorded only when it is the one the anchor was derived from.
+    let ip = ip
+        .filter(|ip| attacker_uuid_for_ip(ip) == Some(uuid))
+        .map(str::to_owned);
+    Some(AttackerSighting {
+        uuid,
+        ip,
+        seen_at: event.ts.unwrap_or(now),
+    })
+}
+
+impl Handler for Tagger {
+    async fn handle(&mut self, batch: &[Delivery]) -> Vec<Outcome> {
+        let now = Utc::now();
+        let mut outcomes = vec![Outcome::Done; batch.len()];
+        let mut work: Vec<(usize, Prepared)> = Vec::new();
+        for (i, d) in batch.iter().enumerate() {
+            match self.prepare(d, now) {
+                Ok(Some(p)) => work.push((i, p)),
+                Ok(None) => {}
+                Err(outcome) => outcomes[i] = outcome,
+            }
+        }
+        if work.is_empty() {
+            return outcomes;
+        }
+        let all: Vec<&Prepared> = work.iter().map(|(_, p)| p).collect();
+        match self.write(&all, now).await {
+            Ok(()) => {}
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, messages = work.len(), "database unavailable; the batch will be redelivered");
+                for (i, _) in &work {
+                    outcomes[*i] = Outcome::Transient(e.to_string());
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a row was refused; writing the batch message by message");
+                for (i, p) in &work {
+                    outcomes[*i] = match self.write(&[p], now).await {
+                        Ok(()) => Outcome::Done,
+                        Err(e) if e.is_transient() => Outcome::Transient(e.to_string()),
+                        Err(e) => poison("constraint_violation", e.to_string()),
+                    };
+                }
+            }
+        }
+        outcomes
+    }
+}
