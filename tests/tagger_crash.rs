@@ -3,7 +3,7 @@
 //! nothing lost, nothing duplicated — and every message that created rows must be announced
 //! on `ttp.tagged` exactly once (the outbox survives the crash, the msg id dedups a repeat).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -55,6 +55,88 @@ fn tagger(nats: &str, db: &str) -> Child {
         .unwrap()
 }
 
+/// Publish every body, keeping up to 500 acknowledgements in flight.
+async fn publish_all(js: &jetstream::Context, prefix: &str, bodies: &[Value]) {
+    let mut acks = Vec::new();
+    for (i, body) in bodies.iter().enumerate() {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("{prefix}-{i}").as_str());
+        let ack = js
+            .publish_with_headers(
+                "attacker.session.ended",
+                headers,
+                Bytes::from(serde_json::to_vec(body).unwrap()),
+            )
+            .await
+            .unwrap();
+        acks.push(ack);
+        if acks.len() == 500 {
+            for ack in acks.drain(..) {
+                ack.await.unwrap();
+            }
+        }
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+}
+
+/// The tag ids the engine gives offline, per body.
+fn offline(bodies: &[Value]) -> Vec<BTreeSet<Uuid>> {
+    let index =
+        decnet_tagger::load_rules(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules/ttp")))
+            .unwrap();
+    bodies
+        .iter()
+        .map(|b| {
+            from_message("attacker.session.ended", b)
+                .unwrap()
+                .events
+                .iter()
+                .flat_map(|e| index.evaluate(e, chrono::Utc::now()).tags)
+                .map(|t| t.uuid)
+                .collect()
+        })
+        .collect()
+}
+
+async fn open_db(url: &str) -> Database {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(db) = Database::connect(url, &Options::default()).await {
+            return db;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no database at {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Wait until the consumer has nothing pending or unacked and the outbox is empty.
+async fn settled(js: &jetstream::Context, db: &Database, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let drained = pending(js).await == Some((0, 0));
+        if drained && db.pending_count("tagger").await.unwrap_or(1) == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tagger did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn stored_ids(db: &Database) -> BTreeSet<Uuid> {
+    let stored: Vec<Uuid> = db.tags().await.unwrap().iter().map(|t| t.uuid).collect();
+    let set: BTreeSet<Uuid> = stored.iter().copied().collect();
+    assert_eq!(stored.len(), set.len());
+    set
+}
+
 async fn pending(js: &jetstream::Context) -> Option<(u64, usize)> {
     let stream = js.get_stream("EVENTS").await.ok()?;
     let mut c = stream
@@ -76,46 +158,15 @@ async fn a_tagger_killed_mid_stream_loses_and_duplicates_nothing() {
         .await
         .unwrap();
     let bodies: Vec<Value> = (0..EVENTS).map(session).collect();
-    for (i, body) in bodies.iter().enumerate() {
-        decnet_bus::publish(
-            &js,
-            "attacker.session.ended",
-            &format!("attacker.session.ended:decoy-01:crash-{i}"),
-            &BTreeMap::new(),
-            Bytes::from(serde_json::to_vec(body).unwrap()),
-        )
-        .await
-        .unwrap();
-    }
-    let index =
-        decnet_tagger::load_rules(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules/ttp")))
-            .unwrap();
-    let per_body: Vec<BTreeSet<Uuid>> = bodies
-        .iter()
-        .map(|b| {
-            from_message("attacker.session.ended", b)
-                .unwrap()
-                .events
-                .iter()
-                .flat_map(|e| index.evaluate(e, chrono::Utc::now()).tags)
-                .map(|t| t.uuid)
-                .collect()
-        })
-        .collect();
+    publish_all(&js, "attacker.session.ended:decoy-01:crash", &bodies).await;
+    let per_body = offline(&bodies);
     let want: BTreeSet<Uuid> = per_body.iter().flatten().copied().collect();
 
     let dir = tempfile::tempdir().unwrap();
     let db_url = format!("sqlite://{}", dir.path().join("decnet.db").display());
     let mut first = tagger(&server.url(), &db_url);
-    // Wait for the database, then for the tagger to be part-way through.
+    let db = open_db(&db_url).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let db = loop {
-        if let Ok(db) = Database::connect(&db_url, &Options::default()).await {
-            break db;
-        }
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
     loop {
         let n = db.tag_count().await.unwrap_or(0) as usize;
         if n >= want.len() / 3 {
@@ -136,26 +187,11 @@ async fn a_tagger_killed_mid_stream_loses_and_duplicates_nothing() {
     );
 
     let mut second = tagger(&server.url(), &db_url);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-    loop {
-        let drained = pending(&js).await == Some((0, 0));
-        if drained && db.pending_count("tagger").await.unwrap() == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the restarted tagger did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    settled(&js, &db, Duration::from_secs(300)).await;
     second.kill().unwrap();
     second.wait().unwrap();
-
-    let stored: Vec<Uuid> = db.tags().await.unwrap().iter().map(|t| t.uuid).collect();
-    let stored_set: BTreeSet<Uuid> = stored.iter().copied().collect();
-    assert_eq!(stored.len(), stored_set.len());
     assert_eq!(
-        stored_set,
+        stored_ids(&db).await,
         want,
         "killed at {at_kill} of {} tags",
         want.len()
@@ -203,4 +239,89 @@ async fn a_tagger_killed_mid_stream_loses_and_duplicates_nothing() {
     assert_eq!(announced.len(), want.len());
     assert_eq!(announced.into_iter().collect::<BTreeSet<_>>(), want);
     drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_split_the_work_and_write_the_table_of_one() {
+    let server = NatsServer::start().unwrap();
+    let client = decnet_bus::connect(&server.url(), "replica-test", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let js = jetstream::new(client);
+    decnet_bus::ensure_streams(&js, &["EVENTS", "TTP", "DLQ"])
+        .await
+        .unwrap();
+    let bodies: Vec<Value> = (0..4_000).map(session).collect();
+    publish_all(&js, "replicas", &bodies).await;
+    let want: BTreeSet<Uuid> = offline(&bodies).into_iter().flatten().collect();
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("decnet.db").display());
+    let mut a = tagger(&server.url(), &db_url);
+    let mut b = tagger(&server.url(), &db_url);
+    let db = open_db(&db_url).await;
+    settled(&js, &db, Duration::from_secs(300)).await;
+    for child in [&mut a, &mut b] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    assert_eq!(stored_ids(&db).await, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tagger_rides_out_a_nats_restart_and_a_locked_database() {
+    let mut server = NatsServer::start().unwrap();
+    let client = decnet_bus::connect(&server.url(), "restart-test", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let js = jetstream::new(client);
+    decnet_bus::ensure_streams(&js, &["EVENTS", "TTP", "DLQ"])
+        .await
+        .unwrap();
+    let bodies: Vec<Value> = (0..6_000).map(session).collect();
+    let (early, late) = bodies.split_at(3_000);
+    publish_all(&js, "restart-early", early).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("decnet.db").display());
+    let mut child = tagger(&server.url(), &db_url);
+    let db = open_db(&db_url).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while (db.tag_count().await.unwrap_or(0) as usize) < 500 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress before the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The server dies mid-stream and comes back on the same store.
+    server.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.restart().unwrap();
+    // The database is locked by another writer for longer than the busy timeout: the tagger
+    // naks and catches up afterwards.
+    let decnet_storage::Database::Sqlite(pool) = &db else {
+        unreachable!("the test database is SQLite")
+    };
+    let mut lock = pool.acquire().await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let js = loop {
+        let client = decnet_bus::connect(&server.url(), "restart-test-2", Duration::from_secs(20))
+            .await
+            .unwrap();
+        let js = jetstream::new(client);
+        if js.get_stream("EVENTS").await.is_ok() {
+            break js;
+        }
+    };
+    publish_all(&js, "restart-late", late).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    sqlx::query("COMMIT").execute(&mut *lock).await.unwrap();
+    drop(lock);
+    settled(&js, &db, Duration::from_secs(300)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let want: BTreeSet<Uuid> = offline(&bodies).into_iter().flatten().collect();
+    assert_eq!(stored_ids(&db).await, want);
 }
