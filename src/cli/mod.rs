@@ -1,5 +1,6 @@
 //! Command-line definitions and dispatch.
 
+mod publish;
 mod rules;
 mod service;
 mod tag;
@@ -48,6 +49,8 @@ enum Command {
     /// Every available service in one process on embedded defaults (SQLite under the data
     /// directory, NATS at the URL or a nats-server child it starts).
     Up(service::UpArgs),
+    /// Publish bus messages (JSONL, the bus-message form of `decnet tag`) to JetStream.
+    Publish(publish::PublishArgs),
 }
 
 /// The rules directory option shared by the offline tools.
@@ -80,6 +83,7 @@ pub(crate) fn run(cli: Cli) -> ExitCode {
         Command::Rules(command) => rules::run(command),
         Command::Tagger(args) => service::tagger(&args),
         Command::Up(args) => service::up(&args),
+        Command::Publish(args) => publish::run(&args),
     }
 }
 
