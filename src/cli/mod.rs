@@ -4,6 +4,7 @@ mod publish;
 mod rules;
 mod service;
 mod tag;
+mod tail;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +52,8 @@ enum Command {
     Up(service::UpArgs),
     /// Publish bus messages (JSONL, the bus-message form of `decnet tag`) to JetStream.
     Publish(publish::PublishArgs),
+    /// Live view of any subject: pretty lines, or `--json` for piping.
+    Tail(tail::TailArgs),
 }
 
 /// The rules directory option shared by the offline tools.
@@ -84,6 +87,7 @@ pub(crate) fn run(cli: Cli) -> ExitCode {
         Command::Tagger(args) => service::tagger(&args),
         Command::Up(args) => service::up(&args),
         Command::Publish(args) => publish::run(&args),
+        Command::Tail(args) => tail::run(&args),
     }
 }
 

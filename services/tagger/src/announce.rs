@@ -30,6 +30,8 @@ pub(crate) struct MessageResults {
     pub(crate) suppressed: Vec<Suppressed>,
     /// Start of the rate-limit window of the first rate-limited tag.
     pub(crate) rate_window: Option<DateTime<Utc>>,
+    /// The attackers this message saw, with the address each was seen at.
+    pub(crate) sighted: Vec<(Uuid, Option<String>)>,
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -72,17 +74,31 @@ pub(crate) fn announce(
         }
         out.extend(suppressed(r, index));
     }
-    let observed_from_sensor = results.iter().all(|r| r.subject == "attacker.observed");
-    if !observed_from_sensor {
-        for attacker in &outcome.new_attackers {
-            let body =
-                json!({"attacker_uuid": attacker, "event_type": "tagger", "first_seen": ts(now)});
-            out.push(message(
-                "attacker.observed".into(),
-                format!("attacker.observed:{attacker}"),
-                &body,
-            ));
-        }
+    // A new attacker is announced so intel enriches it — unless only a sensor's own
+    // `attacker.observed` saw it, which intel reads already (EVENTS.md §5.4).
+    let seen_by_source = |a: &Uuid| {
+        results
+            .iter()
+            .filter(|r| r.subject != "attacker.observed")
+            .find_map(|r| {
+                r.sighted
+                    .iter()
+                    .find(|(u, _)| u == a)
+                    .map(|(_, ip)| (r, ip))
+            })
+    };
+    for attacker in &outcome.new_attackers {
+        let Some((r, ip)) = seen_by_source(attacker) else {
+            continue;
+        };
+        // EVENTS.md §4.2: the address, where it was first seen and what made the row.
+        let body = json!({"attacker_uuid": attacker, "attacker_ip": ip, "decky": r.decky_id,
+            "event_type": r.subject, "first_seen": ts(now)});
+        out.push(message(
+            "attacker.observed".into(),
+            format!("attacker.observed:{attacker}"),
+            &body,
+        ));
     }
     out
 }

@@ -71,6 +71,9 @@ impl Tagger {
             .map_err(|e| poison("decode_error", format!("invalid JSON: {e}")))?;
         let fanout = fanout::from_message(d.subject(), &body)
             .map_err(|e| poison(fanout_code(&e), e.detail))?;
+        if d.subject() == "attacker.observed" {
+            return observed(d, &body, now);
+        }
         if fanout.events.is_empty() {
             return Ok(None);
         }
@@ -95,6 +98,7 @@ impl Tagger {
             tags: Vec::new(),
             suppressed: Vec::new(),
             rate_window: None,
+            sighted: Vec::new(),
         };
         let mut sightings: Vec<AttackerSighting> = Vec::new();
         let ip = body_ip(&body);
@@ -118,6 +122,7 @@ impl Tagger {
                 sightings.push(s);
             }
         }
+        results.sighted = sightings.iter().map(|s| (s.uuid, s.ip.clone())).collect();
         Ok(Some(Prepared { results, sightings }))
     }
 
@@ -145,6 +150,54 @@ impl Tagger {
         self.published.notify_one();
         Ok(())
     }
+}
+
+/// `attacker.observed` evaluates no rule; it only records the attacker (EVENTS.md §5.2).
+fn observed(d: &Delivery, body: &Value, now: DateTime<Utc>) -> Result<Option<Prepared>, Outcome> {
+    let obj = fanout::unwrap_envelope(d.subject(), body);
+    let ip = obj
+        .get("attacker_ip")
+        .and_then(Value::as_str)
+        .and_then(canonical_ip);
+    let given = match obj.get("attacker_uuid") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(
+            s.parse::<uuid::Uuid>()
+                .map_err(|_| poison("schema_error", "attacker_uuid: expected a uuid"))?,
+        ),
+        Some(_) => return Err(poison("schema_error", "attacker_uuid: expected a uuid")),
+    };
+    let Some(uuid) = given.or_else(|| ip.as_deref().and_then(attacker_uuid_for_ip)) else {
+        return Err(poison(
+            "no_anchor",
+            "no attacker_uuid, no parsable address and no identity",
+        ));
+    };
+    let seen_at = obj
+        .get("first_seen")
+        .and_then(Value::as_str)
+        .and_then(decnet_ttp::event::parse_ts)
+        .unwrap_or(now);
+    let ip = ip.filter(|ip| attacker_uuid_for_ip(ip) == Some(uuid));
+    let results = MessageResults {
+        subject: d.subject().to_owned(),
+        upstream_id: d.msg_id().map_or_else(
+            || format!("{}:{}", d.stream(), d.stream_seq()),
+            str::to_owned,
+        ),
+        attacker_uuid: Some(uuid),
+        identity_uuid: None,
+        session_id: None,
+        decky_id: None,
+        tags: Vec::new(),
+        suppressed: Vec::new(),
+        rate_window: None,
+        sighted: vec![(uuid, ip.clone())],
+    };
+    Ok(Some(Prepared {
+        results,
+        sightings: vec![AttackerSighting { uuid, ip, seen_at }],
+    }))
 }
 
 /// Known EVENTS subjects that are not source events (EVENTS.md §2.2): acked and counted, never

@@ -225,12 +225,19 @@ async fn session_events_become_the_offline_tags_and_replays_announce_nothing() {
         .collect();
     assert_eq!(announced, want, "every new row announced once");
     assert!(ttp.iter().any(|(s, _, _)| s == "ttp.rule.fired.T1110"));
-    let observed = subjects_in(&r.js, "EVENTS")
+    let observed: Vec<Value> = subjects_in(&r.js, "EVENTS")
         .await
         .into_iter()
         .filter(|(s, _, _)| s == "attacker.observed")
-        .count();
-    assert_eq!(observed, 300, "one attacker.observed per new attacker");
+        .map(|(_, b, _)| b)
+        .collect();
+    assert_eq!(
+        observed.len(),
+        300,
+        "one attacker.observed per new attacker"
+    );
+    assert_eq!(observed[0]["attacker_ip"], json!("198.51.100.1"));
+    assert_eq!(observed[0]["event_type"], json!("attacker.session.ended"));
 
     // Replay every event under new message ids: the server stores them, the tagger writes
     // and announces nothing.
@@ -275,6 +282,14 @@ async fn poison_is_dead_lettered_with_its_reason_and_never_stalls_good_messages(
     }
     // Skipped, not dead-lettered: a notice the tagger does not evaluate.
     send(&r.js, "attacker.heartbeat", "hb", Bytes::from_static(b"{}")).await;
+    // A sensor's own sighting records the attacker, and the tagger does not announce it again.
+    send(
+        &r.js,
+        "attacker.observed",
+        "attacker.observed:192.0.2.77",
+        Bytes::from_static(br#"{"attacker_ip":"192.0.2.77","first_seen":"2026-12-04T09:00:00Z"}"#),
+    )
+    .await;
     let good = session(5);
     send(
         &r.js,
@@ -303,6 +318,21 @@ async fn poison_is_dead_lettered_with_its_reason_and_never_stalls_good_messages(
         .collect();
     assert_eq!(reasons, want);
     assert!(letters.iter().all(|(s, _, _)| s == "decnet.dlq.tagger"));
+    let sensor = decnet_ttp::anchor::attacker_uuid_for_ip("192.0.2.77").unwrap();
+    let (ip, first, _) = r.db.attacker(sensor).await.unwrap().unwrap();
+    assert_eq!(ip.as_deref(), Some("192.0.2.77"));
+    assert_eq!(first.to_rfc3339(), "2026-12-04T09:00:00+00:00");
+    let observed: Vec<Value> = subjects_in(&r.js, "EVENTS")
+        .await
+        .into_iter()
+        .filter(|(s, _, _)| s == "attacker.observed")
+        .map(|(_, b, _)| b)
+        .collect();
+    assert_eq!(
+        observed.len(),
+        2,
+        "the sensor's, and the tagger's for the good session's attacker"
+    );
     r.stop.send(true).unwrap();
     r.task.await.unwrap().unwrap();
 }
