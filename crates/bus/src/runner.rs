@@ -171,7 +171,20 @@ pub async fn run<H: Handler>(
             batch.len(),
             Outcome::Transient("the handler gave no outcome".into()),
         );
-        for (delivery, outcome) in batch.iter().zip(outcomes) {
+        // Acks are settled concurrently: each double ack waits for the server's confirmation,
+        // and one round trip after another would make acking, not work, the consumer's pace.
+        // Naks and dead letters follow one by one. Every outcome is settled before the next
+        // fetch.
+        let (done, rest): (Vec<_>, Vec<_>) = batch
+            .iter()
+            .zip(outcomes)
+            .partition(|(_, outcome)| *outcome == Outcome::Done);
+        futures_util::future::join_all(
+            done.into_iter()
+                .map(|(delivery, outcome)| settle(js, config, delivery, outcome)),
+        )
+        .await;
+        for (delivery, outcome) in rest {
             settle(js, config, delivery, outcome).await;
         }
     }

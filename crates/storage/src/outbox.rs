@@ -43,18 +43,19 @@ pub(crate) async fn stage_sqlite(
     messages: &[OutboxMessage],
     now: DateTime<Utc>,
 ) -> Result<(), StorageError> {
-    for m in messages {
-        sqlx::query(
-            "INSERT INTO bus_outbox (service, subject, msg_id, headers, body, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(service)
-        .bind(&m.subject)
-        .bind(&m.msg_id)
-        .bind(headers_json(&m.headers))
-        .bind(&m.body)
-        .bind(to_text(now))
-        .execute(&mut *tx)
-        .await?;
+    for chunk in messages.chunks(500) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO bus_outbox (service, subject, msg_id, headers, body, created_at) ",
+        );
+        q.push_values(chunk, |mut row, m| {
+            row.push_bind(service.to_owned())
+                .push_bind(m.subject.clone())
+                .push_bind(m.msg_id.clone())
+                .push_bind(headers_json(&m.headers))
+                .push_bind(m.body.clone())
+                .push_bind(to_text(now));
+        });
+        q.build().execute(&mut *tx).await?;
     }
     Ok(())
 }
@@ -65,18 +66,19 @@ pub(crate) async fn stage_postgres(
     messages: &[OutboxMessage],
     now: DateTime<Utc>,
 ) -> Result<(), StorageError> {
-    for m in messages {
-        sqlx::query(
-            "INSERT INTO bus_outbox (service, subject, msg_id, headers, body, created_at) VALUES ($1, $2, $3, $4::jsonb, $5, $6)",
-        )
-        .bind(service)
-        .bind(&m.subject)
-        .bind(&m.msg_id)
-        .bind(headers_json(&m.headers))
-        .bind(&m.body)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+    for chunk in messages.chunks(500) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+            "INSERT INTO bus_outbox (service, subject, msg_id, headers, body, created_at) ",
+        );
+        q.push_values(chunk, |mut row, m| {
+            row.push_bind(service.to_owned())
+                .push_bind(m.subject.clone())
+                .push_bind(m.msg_id.clone())
+                .push_bind(sqlx::types::Json(m.headers.clone()))
+                .push_bind(m.body.clone())
+                .push_bind(now);
+        });
+        q.build().execute(&mut *tx).await?;
     }
     Ok(())
 }
@@ -154,21 +156,29 @@ impl Database {
 
     /// Remove messages the server acknowledged.
     pub async fn delete_published(&self, service: &str, ids: &[i64]) -> Result<(), StorageError> {
-        for id in ids {
+        // One statement per chunk: a row at a time would make the outbox the bottleneck.
+        for chunk in ids.chunks(500) {
+            let list = chunk
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
             match self {
                 Database::Sqlite(pool) => {
-                    sqlx::query("DELETE FROM bus_outbox WHERE service = ? AND id = ?")
-                        .bind(service)
-                        .bind(id)
-                        .execute(pool)
-                        .await?;
+                    sqlx::query(&format!(
+                        "DELETE FROM bus_outbox WHERE service = ? AND id IN ({list})"
+                    ))
+                    .bind(service)
+                    .execute(pool)
+                    .await?;
                 }
                 Database::Postgres(pool) => {
-                    sqlx::query("DELETE FROM bus_outbox WHERE service = $1 AND id = $2")
-                        .bind(service)
-                        .bind(id)
-                        .execute(pool)
-                        .await?;
+                    sqlx::query(&format!(
+                        "DELETE FROM bus_outbox WHERE service = $1 AND id IN ({list})"
+                    ))
+                    .bind(service)
+                    .execute(pool)
+                    .await?;
                 }
             }
         }

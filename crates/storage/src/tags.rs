@@ -5,10 +5,12 @@
 //! nothing and the returned ids are exactly the new rows — and stages the messages that
 //! announce those rows, all in one transaction.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use decnet_ttp::Tag;
 use serde_json::Value;
-use sqlx::Row;
+use sqlx::{Postgres, QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use crate::outbox::{OutboxMessage, stage_postgres, stage_sqlite};
@@ -120,6 +122,10 @@ impl Database {
     /// Write one batch in one transaction: upsert `attackers`, insert `tags` (duplicates
     /// ignored), then stage what `announce` makes of the outcome in `service`'s outbox.
     /// `announce` sees only what this batch created, so replays stage nothing.
+    ///
+    /// Every table is written with multi-row statements: a statement per row costs a round
+    /// trip (PostgreSQL) or a hand-off to the driver's worker thread (SQLite) each, and made
+    /// the database the tagger's pace (tagger throughput bench).
     pub async fn write_tags(
         &self,
         service: &str,
@@ -128,6 +134,14 @@ impl Database {
         announce: impl FnOnce(&WriteOutcome) -> Vec<OutboxMessage>,
     ) -> Result<WriteOutcome, StorageError> {
         let now = Utc::now();
+        let attackers = merge_sightings(attackers);
+        let mut unique: Vec<&Tag> = Vec::with_capacity(tags.len());
+        let mut seen = HashSet::new();
+        for tag in tags {
+            if seen.insert(tag.uuid) {
+                unique.push(tag);
+            }
+        }
         let mut outcome = WriteOutcome::default();
         match self {
             Database::Sqlite(pool) => {
@@ -135,118 +149,127 @@ impl Database {
                 // BEGIN IMMEDIATE: wait for the write lock up front (busy timeout) instead of
                 // failing on the upgrade from a read (STORAGE.md §2).
                 let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
-                for a in attackers {
-                    let seen = to_text(a.seen_at);
-                    let created = sqlx::query(
-                        "INSERT INTO attacker (uuid, ip, first_seen, last_seen) VALUES (?, ?, ?, ?)
-                         ON CONFLICT (uuid) DO NOTHING RETURNING uuid",
-                    )
-                    .bind(a.uuid.to_string())
-                    .bind(&a.ip)
-                    .bind(&seen)
-                    .bind(&seen)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if created.is_some() {
-                        outcome.new_attackers.push(a.uuid);
-                    } else {
-                        sqlx::query(
-                            "UPDATE attacker SET first_seen = min(first_seen, ?), last_seen = max(last_seen, ?),
-                             ip = coalesce(ip, ?) WHERE uuid = ?",
-                        )
-                        .bind(&seen)
-                        .bind(&seen)
-                        .bind(&a.ip)
-                        .bind(a.uuid.to_string())
-                        .execute(&mut *tx)
-                        .await?;
+                let mut existing: HashSet<Uuid> = HashSet::new();
+                for chunk in attackers.chunks(ROWS_PER_STATEMENT) {
+                    let mut q =
+                        QueryBuilder::<Sqlite>::new("SELECT uuid FROM attacker WHERE uuid IN (");
+                    let mut list = q.separated(", ");
+                    for a in chunk {
+                        list.push_bind(a.uuid.to_string());
+                    }
+                    q.push(")");
+                    for row in q.build().fetch_all(&mut *tx).await? {
+                        let text: String = row.get("uuid");
+                        existing.extend(text.parse::<Uuid>().ok());
+                    }
+                    let mut q = QueryBuilder::<Sqlite>::new(
+                        "INSERT INTO attacker (uuid, ip, first_seen, last_seen) ",
+                    );
+                    q.push_values(chunk, |mut row, a| {
+                        row.push_bind(a.uuid.to_string())
+                            .push_bind(a.ip.clone())
+                            .push_bind(to_text(a.first))
+                            .push_bind(to_text(a.last));
+                    });
+                    q.push(
+                        " ON CONFLICT (uuid) DO UPDATE SET first_seen = min(attacker.first_seen, excluded.first_seen), \
+                         last_seen = max(attacker.last_seen, excluded.last_seen), ip = coalesce(attacker.ip, excluded.ip)",
+                    );
+                    q.build().execute(&mut *tx).await?;
+                }
+                let mut created: HashSet<Uuid> = HashSet::new();
+                for chunk in unique.chunks(ROWS_PER_STATEMENT) {
+                    let mut q = QueryBuilder::<Sqlite>::new(format!(
+                        "INSERT INTO ttp_tag ({TAG_COLUMNS}) "
+                    ));
+                    q.push_values(chunk, |mut row, tag| {
+                        row.push_bind(tag.uuid.to_string())
+                            .push_bind(tag.source_kind.as_str())
+                            .push_bind(tag.source_id.to_string())
+                            .push_bind(tag.attacker_uuid.map(|u| u.to_string()))
+                            .push_bind(tag.identity_uuid.map(|u| u.to_string()))
+                            .push_bind(tag.session_id.as_deref().map(str::to_owned))
+                            .push_bind(tag.decky_id.as_deref().map(str::to_owned))
+                            .push_bind(tag.tactic.to_string())
+                            .push_bind(tag.technique_id.to_string())
+                            .push_bind(tag.sub_technique_id.as_deref().map(str::to_owned))
+                            .push_bind(tag.confidence)
+                            .push_bind(tag.rule_id.to_string())
+                            .push_bind(i64::from(tag.rule_version))
+                            .push_bind(evidence_text(tag))
+                            .push_bind(tag.attack_release.to_string())
+                            .push_bind(tag.mitre_url.to_string())
+                            .push_bind(to_text(tag.created_at));
+                    });
+                    q.push(" ON CONFLICT (uuid) DO NOTHING RETURNING uuid");
+                    for row in q.build().fetch_all(&mut *tx).await? {
+                        let text: String = row.get("uuid");
+                        created.extend(text.parse::<Uuid>().ok());
                     }
                 }
-                for tag in tags {
-                    let created = sqlx::query(&format!(
-                        "INSERT INTO ttp_tag ({TAG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                         ON CONFLICT (uuid) DO NOTHING RETURNING uuid"
-                    ))
-                    .bind(tag.uuid.to_string())
-                    .bind(tag.source_kind.as_str())
-                    .bind(&*tag.source_id)
-                    .bind(tag.attacker_uuid.map(|u| u.to_string()))
-                    .bind(tag.identity_uuid.map(|u| u.to_string()))
-                    .bind(tag.session_id.as_deref())
-                    .bind(tag.decky_id.as_deref())
-                    .bind(&*tag.tactic)
-                    .bind(&*tag.technique_id)
-                    .bind(tag.sub_technique_id.as_deref())
-                    .bind(tag.confidence)
-                    .bind(&*tag.rule_id)
-                    .bind(tag.rule_version as i64)
-                    .bind(evidence_text(tag))
-                    .bind(&*tag.attack_release)
-                    .bind(&*tag.mitre_url)
-                    .bind(to_text(tag.created_at))
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if created.is_some() {
-                        outcome.new_tags.push(tag.uuid);
-                    }
-                }
+                fill(&mut outcome, &attackers, &existing, &unique, &created);
                 stage_sqlite(&mut tx, service, &announce(&outcome), now).await?;
                 tx.commit().await?;
             }
             Database::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                for a in attackers {
-                    let created = sqlx::query(
-                        "INSERT INTO attacker (uuid, ip, first_seen, last_seen) VALUES ($1, $2, $3, $3)
-                         ON CONFLICT (uuid) DO NOTHING RETURNING uuid",
-                    )
-                    .bind(a.uuid)
-                    .bind(&a.ip)
-                    .bind(a.seen_at)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if created.is_some() {
-                        outcome.new_attackers.push(a.uuid);
-                    } else {
-                        sqlx::query(
-                            "UPDATE attacker SET first_seen = least(first_seen, $1), last_seen = greatest(last_seen, $1),
-                             ip = coalesce(ip, $2) WHERE uuid = $3",
-                        )
-                        .bind(a.seen_at)
-                        .bind(&a.ip)
-                        .bind(a.uuid)
-                        .execute(&mut *tx)
-                        .await?;
+                let mut existing: HashSet<Uuid> = HashSet::new();
+                for chunk in attackers.chunks(ROWS_PER_STATEMENT) {
+                    let ids: Vec<Uuid> = chunk.iter().map(|a| a.uuid).collect();
+                    for row in sqlx::query("SELECT uuid FROM attacker WHERE uuid = ANY($1)")
+                        .bind(&ids)
+                        .fetch_all(&mut *tx)
+                        .await?
+                    {
+                        existing.insert(row.get("uuid"));
+                    }
+                    let mut q = QueryBuilder::<Postgres>::new(
+                        "INSERT INTO attacker (uuid, ip, first_seen, last_seen) ",
+                    );
+                    q.push_values(chunk, |mut row, a| {
+                        row.push_bind(a.uuid)
+                            .push_bind(a.ip.clone())
+                            .push_bind(crate::time::micros(a.first))
+                            .push_bind(crate::time::micros(a.last));
+                    });
+                    q.push(
+                        " ON CONFLICT (uuid) DO UPDATE SET first_seen = least(attacker.first_seen, excluded.first_seen), \
+                         last_seen = greatest(attacker.last_seen, excluded.last_seen), ip = coalesce(attacker.ip, excluded.ip)",
+                    );
+                    q.build().execute(&mut *tx).await?;
+                }
+                let mut created: HashSet<Uuid> = HashSet::new();
+                for chunk in unique.chunks(ROWS_PER_STATEMENT) {
+                    let mut q = QueryBuilder::<Postgres>::new(format!(
+                        "INSERT INTO ttp_tag ({TAG_COLUMNS}) "
+                    ));
+                    q.push_values(chunk, |mut row, tag| {
+                        row.push_bind(tag.uuid)
+                            .push_bind(tag.source_kind.as_str())
+                            .push_bind(tag.source_id.to_string())
+                            .push_bind(tag.attacker_uuid)
+                            .push_bind(tag.identity_uuid)
+                            .push_bind(tag.session_id.as_deref().map(str::to_owned))
+                            .push_bind(tag.decky_id.as_deref().map(str::to_owned))
+                            .push_bind(tag.tactic.to_string())
+                            .push_bind(tag.technique_id.to_string())
+                            .push_bind(tag.sub_technique_id.as_deref().map(str::to_owned))
+                            .push_bind(tag.confidence)
+                            .push_bind(tag.rule_id.to_string())
+                            .push_bind(tag.rule_version as i32)
+                            .push_bind(sqlx::types::Json(
+                                serde_json::to_value(&tag.evidence).expect("evidence serialises"),
+                            ))
+                            .push_bind(tag.attack_release.to_string())
+                            .push_bind(tag.mitre_url.to_string())
+                            .push_bind(crate::time::micros(tag.created_at));
+                    });
+                    q.push(" ON CONFLICT (uuid) DO NOTHING RETURNING uuid");
+                    for row in q.build().fetch_all(&mut *tx).await? {
+                        created.insert(row.get("uuid"));
                     }
                 }
-                for tag in tags {
-                    let created = sqlx::query(&format!(
-                        "INSERT INTO ttp_tag ({TAG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb, $15, $16, $17)
-                         ON CONFLICT (uuid) DO NOTHING RETURNING uuid"
-                    ))
-                    .bind(tag.uuid)
-                    .bind(tag.source_kind.as_str())
-                    .bind(&*tag.source_id)
-                    .bind(tag.attacker_uuid)
-                    .bind(tag.identity_uuid)
-                    .bind(tag.session_id.as_deref())
-                    .bind(tag.decky_id.as_deref())
-                    .bind(&*tag.tactic)
-                    .bind(&*tag.technique_id)
-                    .bind(tag.sub_technique_id.as_deref())
-                    .bind(tag.confidence)
-                    .bind(&*tag.rule_id)
-                    .bind(tag.rule_version as i32)
-                    .bind(evidence_text(tag))
-                    .bind(&*tag.attack_release)
-                    .bind(&*tag.mitre_url)
-                    .bind(crate::time::micros(tag.created_at))
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if created.is_some() {
-                        outcome.new_tags.push(tag.uuid);
-                    }
-                }
+                fill(&mut outcome, &attackers, &existing, &unique, &created);
                 stage_postgres(&mut tx, service, &announce(&outcome), now).await?;
                 tx.commit().await?;
             }
@@ -394,6 +417,67 @@ impl Database {
         }
         Ok(merge_rules(rows))
     }
+}
+
+/// Rows per multi-row statement: well under SQLite's 32,766 and PostgreSQL's 65,535 bind
+/// parameters with 17 columns.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// An attacker's sightings in one batch.
+struct Seen {
+    uuid: Uuid,
+    ip: Option<String>,
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
+}
+
+/// One row per attacker: the earliest and latest time, the first address.
+fn merge_sightings(attackers: &[AttackerSighting]) -> Vec<Seen> {
+    let mut out: Vec<Seen> = Vec::with_capacity(attackers.len());
+    let mut at: HashMap<Uuid, usize> = HashMap::new();
+    for a in attackers {
+        match at.get(&a.uuid) {
+            Some(&i) => {
+                let m = &mut out[i];
+                m.first = m.first.min(a.seen_at);
+                m.last = m.last.max(a.seen_at);
+                if m.ip.is_none() {
+                    m.ip.clone_from(&a.ip);
+                }
+            }
+            None => {
+                at.insert(a.uuid, out.len());
+                out.push(Seen {
+                    uuid: a.uuid,
+                    ip: a.ip.clone(),
+                    first: a.seen_at,
+                    last: a.seen_at,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The outcome in batch order: new attackers are those not stored before the batch, new tags
+/// those the insert returned.
+fn fill(
+    outcome: &mut WriteOutcome,
+    attackers: &[Seen],
+    existing: &HashSet<Uuid>,
+    tags: &[&Tag],
+    created: &HashSet<Uuid>,
+) {
+    outcome.new_attackers = attackers
+        .iter()
+        .map(|a| a.uuid)
+        .filter(|u| !existing.contains(u))
+        .collect();
+    outcome.new_tags = tags
+        .iter()
+        .map(|t| t.uuid)
+        .filter(|u| created.contains(u))
+        .collect();
 }
 
 /// Fold the per-rule groups of one technique into one rollup.

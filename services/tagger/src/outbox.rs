@@ -26,25 +26,38 @@ pub(crate) async fn drain(db: &Database, js: &jetstream::Context) -> bool {
         if pending.is_empty() {
             return true;
         }
+        // Pipelined: every publish is sent, then the acknowledgements are awaited in order;
+        // one round trip per message would cap the tagger at the outbox's pace.
         let mut sent = Vec::new();
         let mut failed = false;
+        let mut acks = Vec::new();
         for p in &pending {
             let m = &p.message;
-            match decnet_bus::publish(
-                js,
-                &m.subject,
-                &m.msg_id,
-                &m.headers,
-                Bytes::from(m.body.clone()),
-            )
-            .await
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", m.msg_id.as_str());
+            for (k, v) in &m.headers {
+                headers.insert(k.as_str(), v.as_str());
+            }
+            match js
+                .publish_with_headers(m.subject.clone(), headers, Bytes::from(m.body.clone()))
+                .await
             {
-                Ok(_) => sent.push(p.id),
+                Ok(ack) => acks.push((p, ack)),
                 Err(e) => {
                     tracing::warn!(subject = %m.subject, error = %e, "publishing from the outbox failed; will retry");
                     let _ = db.record_publish_failure(p.id, &e.to_string()).await;
                     failed = true;
                     break;
+                }
+            }
+        }
+        for (p, ack) in acks {
+            match ack.await {
+                Ok(_) => sent.push(p.id),
+                Err(e) => {
+                    tracing::warn!(subject = %p.message.subject, error = %e, "publishing from the outbox failed; will retry");
+                    let _ = db.record_publish_failure(p.id, &e.to_string()).await;
+                    failed = true;
                 }
             }
         }
