@@ -22,6 +22,8 @@ pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
     binary: PathBuf,
+    /// Extra server configuration (`max_payload: 2097152`), written to a file in the store.
+    config: Option<String>,
 }
 
 /// Why a server could not be started.
@@ -64,19 +66,33 @@ pub fn free_port() -> u16 {
 impl NatsServer {
     /// Start a server with JetStream and wait until it accepts connections.
     pub fn start() -> Result<NatsServer, StartError> {
+        NatsServer::start_with_config(None)
+    }
+
+    /// Start a server with extra configuration lines, e.g. `max_payload: 2097152` to test
+    /// bodies over the 1 MiB default.
+    pub fn start_with_config(config: Option<&str>) -> Result<NatsServer, StartError> {
         let store = tempfile::tempdir().map_err(|e| StartError(format!("temp store: {e}")))?;
         let mut server = NatsServer {
             child: None,
             port: free_port(),
             store,
             binary: nats_server_binary()?,
+            config: config.map(str::to_owned),
         };
         server.spawn()?;
         Ok(server)
     }
 
     fn spawn(&mut self) -> Result<(), StartError> {
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(config) = &self.config {
+            let file = self.store.path().join("extra.conf");
+            std::fs::write(&file, config)
+                .map_err(|e| StartError(format!("{}: {e}", file.display())))?;
+            command.arg("-c").arg(file);
+        }
+        let child = command
             .args([
                 "-a",
                 "127.0.0.1",

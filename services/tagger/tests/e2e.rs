@@ -77,7 +77,8 @@ struct Running {
 }
 
 async fn start() -> Running {
-    let server = NatsServer::start().unwrap();
+    // A raised max_payload, so the tagger's own 1 MiB bound can be shown (EVENTS.md §1.3).
+    let server = NatsServer::start_with_config(Some("max_payload: 2097152\n")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("decnet.db").display());
     let mut config = TaggerConfig::new(&server.url(), &url, rules_dir());
@@ -261,7 +262,7 @@ async fn session_events_become_the_offline_tags_and_replays_announce_nothing() {
 #[tokio::test]
 async fn poison_is_dead_lettered_with_its_reason_and_never_stalls_good_messages() {
     let r = start().await;
-    let poison: [(&str, &str, Vec<u8>); 5] = [
+    let poison: [(&str, &str, Vec<u8>); 6] = [
         ("attacker.session.ended", "decode_error", b"{not json".to_vec()),
         ("email.unheard.of", "unknown_subject", b"{}".to_vec()),
         ("attacker.session.ended", "no_anchor", serde_json::to_vec(&json!({"session_id": "x",
@@ -270,6 +271,14 @@ async fn poison_is_dead_lettered_with_its_reason_and_never_stalls_good_messages(
             "attacker_ip": "203.0.113.7", "decky_id": "decoy-01", "service": "ssh",
             "ended_at": "2026-12-04T10:00:00Z", "duration_s": 1, "commands": "uname -a"})).unwrap()),
         ("attacker.session.ended", "schema_error", b"[1, 2, 3]".to_vec()),
+        ("attacker.session.ended", "too_large", {
+            let mut big = serde_json::to_vec(&session(9)).unwrap();
+            big.truncate(big.len() - 1);
+            big.extend_from_slice(br#","padding":""#);
+            big.extend(std::iter::repeat_n(b'x', 1_100_000));
+            big.extend_from_slice(br#""}"#);
+            big
+        }),
     ];
     for (i, (subject, _, body)) in poison.iter().enumerate() {
         send(
