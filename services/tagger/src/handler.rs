@@ -127,15 +127,11 @@ impl Tagger {
     }
 
     async fn write(&self, batch: &[&Prepared], now: DateTime<Utc>) -> Result<(), StorageError> {
-        let mut sightings: Vec<AttackerSighting> = Vec::new();
-        for p in batch {
-            for s in &p.sightings {
-                match sightings.iter_mut().find(|x| x.uuid == s.uuid) {
-                    Some(x) => x.seen_at = x.seen_at.max(s.seen_at),
-                    None => sightings.push(s.clone()),
-                }
-            }
-        }
+        // Every sighting goes down: the store keeps each attacker's earliest and latest.
+        let sightings: Vec<AttackerSighting> = batch
+            .iter()
+            .flat_map(|p| p.sightings.iter().cloned())
+            .collect();
         let tags: Vec<_> = batch
             .iter()
             .flat_map(|p| p.results.tags.iter().cloned())
