@@ -14,7 +14,7 @@ mod streams;
 
 pub use connect::connect;
 pub use consumer::{ConsumerSpec, ensure_consumer};
-pub use publish::{Publisher, publish};
+pub use publish::publish;
 pub use runner::{Delivery, Handler, Outcome, Poison, RunnerConfig, run};
 pub use streams::{
     DUPLICATE_WINDOW, STREAMS, StreamDef, ensure_streams, stream_def, stream_for_subject,

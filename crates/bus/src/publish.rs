@@ -31,27 +31,3 @@ pub async fn publish(
         .map_err(|e| BusError::nats(&format!("publishing {subject}"), e))?;
     Ok(ack.duplicate)
 }
-
-/// A JetStream context that publishes with message ids.
-#[derive(Debug, Clone)]
-pub struct Publisher {
-    js: jetstream::Context,
-}
-
-impl Publisher {
-    /// Publish through `js`.
-    pub fn new(js: jetstream::Context) -> Publisher {
-        Publisher { js }
-    }
-
-    /// See [`publish`].
-    pub async fn publish(
-        &self,
-        subject: &str,
-        msg_id: &str,
-        headers: &BTreeMap<String, String>,
-        body: Bytes,
-    ) -> Result<bool, BusError> {
-        publish(&self.js, subject, msg_id, headers, body).await
-    }
-}

@@ -10,7 +10,7 @@ use regex::Regex;
 use serde_json::Value;
 
 use super::tables::{Table, TableReader};
-use super::{Decision, Fields, Lift, Misfits, Params, Spec, fields, select};
+use super::{Decision, Fields, Lift, Misfits, Params, Spec, fields};
 use crate::event::EvalEvent;
 use crate::evidence::{EvidenceKey, domain_of};
 use crate::kind::SourceKind;
@@ -261,13 +261,8 @@ fn xmailer_kits(p: &mut Params<'_>, table: &Table) -> Option<XmailerKits> {
             }
         };
         // Not `?`: the table's errors must reach the rule, or the rule would vanish silently.
-        let Some(emits) = table_emits(
-            &mut r,
-            p.emits(),
-            &techniques,
-            &format!("{path}.techniques"),
-            pos,
-        ) else {
+        let Some(emits) = r.emits(p.emits(), &techniques, &format!("{path}.techniques"), pos)
+        else {
             continue;
         };
         let normalised = normalise_mailer(&value);
@@ -296,40 +291,6 @@ fn xmailer_kits(p: &mut Params<'_>, table: &Table) -> Option<XmailerKits> {
 
 fn is_kit_id(s: &str) -> bool {
     s.len() == 5 && s.starts_with("XM") && s[2..].bytes().all(|b| b.is_ascii_digit())
-}
-
-/// Resolve a table entry's technique ids to the rule's emits; an id no emit carries is an
-/// error located in the table (an unmapped selection must never be a silent drop).
-pub(super) fn table_emits(
-    r: &mut TableReader<'_>,
-    emits: &[crate::rule::Emit],
-    techniques: &[String],
-    path: &str,
-    pos: crate::yaml::Pos,
-) -> Option<Vec<usize>> {
-    let mut out = Vec::new();
-    for (i, id) in techniques.iter().enumerate() {
-        let chosen = select(emits, id);
-        if chosen.is_empty() {
-            r.error(
-                pos,
-                &format!("{path}[{i}]"),
-                format!("{id} is not among the rule's emits"),
-            );
-            return None;
-        }
-        for c in chosen {
-            if !out.contains(&c) {
-                out.push(c);
-            }
-        }
-    }
-    if out.is_empty() {
-        r.error(pos, path, "must list at least one technique");
-        return None;
-    }
-    out.sort_unstable();
-    Some(out)
 }
 
 impl Lift for XmailerKits {

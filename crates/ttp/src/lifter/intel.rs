@@ -9,7 +9,6 @@
 
 use serde_json::Value;
 
-use super::email::table_emits;
 use super::tables::{Table, TableReader};
 use super::{Decision, Fields, Lift, Misfits, Params, Pick, Spec, fields};
 use crate::event::EvalEvent;
@@ -246,8 +245,7 @@ fn read_signal(
             },
             None => 1.0,
         };
-        let emits = table_emits(
-            r,
+        let emits = r.emits(
             p.emits(),
             &[technique],
             &format!("{tpath}.technique_id"),
@@ -465,7 +463,10 @@ impl Lift for IntelMap {
                 }
                 // Only the providers whose confidence scales carry the multiplier (§7.8).
                 if matches!(self.provider, Provider::AbuseIpdb | Provider::GreyNoise) {
-                    extras.push((EvidenceKey::Multiplier, Value::from(round4(c.multiplier))));
+                    extras.push((
+                        EvidenceKey::Multiplier,
+                        Value::from(crate::tag::round4(c.multiplier)),
+                    ));
                 }
                 Pick {
                     emit,
@@ -479,8 +480,4 @@ impl Lift for IntelMap {
             picks: Some(picks),
         })
     }
-}
-
-fn round4(x: f64) -> f64 {
-    crate::tag::round4(x)
 }

@@ -5,7 +5,6 @@ use std::net::Ipv6Addr;
 
 use serde_json::Value;
 
-use super::email::table_emits;
 use super::tables::{Table, TableReader};
 use super::{Decision, Lift, Misfits, Params, Pick, Spec, fields};
 use crate::event::EvalEvent;
@@ -183,8 +182,7 @@ fn c2_catalogue(p: &mut Params<'_>, table: &Table) -> Option<C2Catalogue> {
                 Some(ports)
             }
         };
-        let emits = table_emits(
-            &mut r,
+        let emits = r.emits(
             p.emits(),
             &techniques,
             &at("techniques"),

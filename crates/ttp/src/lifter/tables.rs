@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use crate::rule::RuleError;
+use crate::rule::{Emit, RuleError};
 use crate::yaml::{self, Node, Pos, Value};
 
 /// Where tables come from: the `data/` folder of a rules directory, or memory (tests).
@@ -179,6 +179,41 @@ impl<'t> TableReader<'t> {
         for (i, item) in items.iter().enumerate() {
             out.push(self.string(item, &format!("{path}[{i}]"))?);
         }
+        Some(out)
+    }
+
+    /// Resolve an entry's technique ids to the rule's emits (see [`super::select`]); an id no
+    /// emit carries is an error located here, in the table: an unmapped selection must never
+    /// be a silent drop.
+    pub fn emits(
+        &mut self,
+        emits: &[Emit],
+        techniques: &[String],
+        path: &str,
+        pos: Pos,
+    ) -> Option<Vec<usize>> {
+        let mut out = Vec::new();
+        for (i, id) in techniques.iter().enumerate() {
+            let chosen = super::select(emits, id);
+            if chosen.is_empty() {
+                self.error(
+                    pos,
+                    &format!("{path}[{i}]"),
+                    format!("{id} is not among the rule's emits"),
+                );
+                return None;
+            }
+            for c in chosen {
+                if !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+        }
+        if out.is_empty() {
+            self.error(pos, path, "must list at least one technique");
+            return None;
+        }
+        out.sort_unstable();
         Some(out)
     }
 
