@@ -16,12 +16,14 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+mod identity;
 mod outbox;
 mod tags;
 mod time;
 
 pub use outbox::{OutboxMessage, PendingMessage};
-pub use tags::{AttackerSighting, Scope, StoredTag, TechniqueRollup, WriteOutcome};
+pub use identity::{IdentityChange, IdentityRow};
+pub use tags::{AttackerSighting, Batch, Scope, StoredTag, TechniqueRollup, WriteOutcome};
 
 /// A connected, migrated store.
 #[derive(Debug, Clone)]

@@ -13,6 +13,7 @@ use serde_json::Value;
 use sqlx::{Postgres, QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
+use crate::identity::{self, IdentityChange};
 use crate::outbox::{OutboxMessage, stage_postgres, stage_sqlite};
 use crate::time::{from_text, to_text};
 use crate::{Database, StorageError};
@@ -28,13 +29,27 @@ pub struct AttackerSighting {
     pub seen_at: DateTime<Utc>,
 }
 
+/// What one transaction writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// Clusterer decisions, applied first.
+    pub identity: &'a [IdentityChange],
+    /// Attackers the batch's events saw.
+    pub sightings: &'a [AttackerSighting],
+    /// Tags to insert.
+    pub tags: &'a [Tag],
+}
+
 /// What a batch created.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteOutcome {
     /// Tags this batch inserted (not those already stored), in batch order.
     pub new_tags: Vec<Uuid>,
-    /// Attackers this batch created.
+    /// Attackers this batch gave an address: created with one, or known before only by
+    /// uuid (an identity member). They are the ones intel has not been told about.
     pub new_attackers: Vec<Uuid>,
+    /// The identity each attacker of the batch's tags belongs to, where it has one.
+    pub identities: HashMap<Uuid, Uuid>,
 }
 
 /// A tag as stored.
@@ -120,7 +135,8 @@ fn evidence_text(tag: &Tag) -> String {
 
 impl Database {
     /// Write one batch in one transaction: upsert `attackers`, insert `tags` (duplicates
-    /// ignored), then stage what `announce` makes of the outcome in `service`'s outbox.
+    /// ignored; a tag without an identity takes its attacker's), then stage what `announce`
+    /// makes of the outcome in `service`'s outbox.
     /// `announce` sees only what this batch created, so replays stage nothing.
     ///
     /// Every table is written with multi-row statements: a statement per row costs a round
@@ -133,8 +149,25 @@ impl Database {
         tags: &[Tag],
         announce: impl FnOnce(&WriteOutcome) -> Vec<OutboxMessage>,
     ) -> Result<WriteOutcome, StorageError> {
+        let batch = Batch {
+            identity: &[],
+            sightings: attackers,
+            tags,
+        };
+        self.write_batch(service, &batch, announce).await
+    }
+
+    /// [`Database::write_tags`] with the batch's identity bookkeeping first (EVENTS.md §5.4),
+    /// so its tags take the identity their attacker has after it.
+    pub async fn write_batch(
+        &self,
+        service: &str,
+        batch: &Batch<'_>,
+        announce: impl FnOnce(&WriteOutcome) -> Vec<OutboxMessage>,
+    ) -> Result<WriteOutcome, StorageError> {
         let now = Utc::now();
-        let attackers = merge_sightings(attackers);
+        let attackers = merge_sightings(batch.sightings);
+        let tags = batch.tags;
         let mut unique: Vec<&Tag> = Vec::with_capacity(tags.len());
         let mut seen = HashSet::new();
         for tag in tags {
@@ -149,10 +182,12 @@ impl Database {
                 // BEGIN IMMEDIATE: wait for the write lock up front (busy timeout) instead of
                 // failing on the upgrade from a read (STORAGE.md §2).
                 let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+                identity::apply_sqlite(&mut tx, batch.identity, now).await?;
                 let mut existing: HashSet<Uuid> = HashSet::new();
                 for chunk in attackers.chunks(ROWS_PER_STATEMENT) {
-                    let mut q =
-                        QueryBuilder::<Sqlite>::new("SELECT uuid FROM attacker WHERE uuid IN (");
+                    let mut q = QueryBuilder::<Sqlite>::new(
+                        "SELECT uuid FROM attacker WHERE ip IS NOT NULL AND uuid IN (",
+                    );
                     let mut list = q.separated(", ");
                     for a in chunk {
                         list.push_bind(a.uuid.to_string());
@@ -177,6 +212,25 @@ impl Database {
                     );
                     q.build().execute(&mut *tx).await?;
                 }
+                let members = unresolved(&unique);
+                for chunk in members.chunks(ROWS_PER_STATEMENT) {
+                    let mut q = QueryBuilder::<Sqlite>::new(
+                        "SELECT uuid, identity_uuid FROM attacker WHERE identity_uuid IS NOT NULL AND uuid IN (",
+                    );
+                    let mut list = q.separated(", ");
+                    for a in chunk {
+                        list.push_bind(a.to_string());
+                    }
+                    q.push(")");
+                    for row in q.build().fetch_all(&mut *tx).await? {
+                        let a: String = row.get("uuid");
+                        let i: String = row.get("identity_uuid");
+                        if let (Ok(a), Ok(i)) = (a.parse(), i.parse()) {
+                            outcome.identities.insert(a, i);
+                        }
+                    }
+                }
+                let identities = &outcome.identities;
                 let mut created: HashSet<Uuid> = HashSet::new();
                 for chunk in unique.chunks(ROWS_PER_STATEMENT) {
                     let mut q = QueryBuilder::<Sqlite>::new(format!(
@@ -187,7 +241,7 @@ impl Database {
                             .push_bind(tag.source_kind.as_str())
                             .push_bind(tag.source_id.to_string())
                             .push_bind(tag.attacker_uuid.map(|u| u.to_string()))
-                            .push_bind(tag.identity_uuid.map(|u| u.to_string()))
+                            .push_bind(identity_of(tag, identities).map(|u| u.to_string()))
                             .push_bind(tag.session_id.as_deref().map(str::to_owned))
                             .push_bind(tag.decky_id.as_deref().map(str::to_owned))
                             .push_bind(tag.tactic.to_string())
@@ -213,10 +267,13 @@ impl Database {
             }
             Database::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
+                identity::apply_postgres(&mut tx, batch.identity, now).await?;
                 let mut existing: HashSet<Uuid> = HashSet::new();
                 for chunk in attackers.chunks(ROWS_PER_STATEMENT) {
                     let ids: Vec<Uuid> = chunk.iter().map(|a| a.uuid).collect();
-                    for row in sqlx::query("SELECT uuid FROM attacker WHERE uuid = ANY($1)")
+                    for row in sqlx::query(
+                        "SELECT uuid FROM attacker WHERE ip IS NOT NULL AND uuid = ANY($1)",
+                    )
                         .bind(&ids)
                         .fetch_all(&mut *tx)
                         .await?
@@ -238,6 +295,21 @@ impl Database {
                     );
                     q.build().execute(&mut *tx).await?;
                 }
+                let members = unresolved(&unique);
+                if !members.is_empty() {
+                    for row in sqlx::query(
+                        "SELECT uuid, identity_uuid FROM attacker WHERE identity_uuid IS NOT NULL AND uuid = ANY($1)",
+                    )
+                    .bind(&members)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    {
+                        outcome
+                            .identities
+                            .insert(row.get("uuid"), row.get("identity_uuid"));
+                    }
+                }
+                let identities = &outcome.identities;
                 let mut created: HashSet<Uuid> = HashSet::new();
                 for chunk in unique.chunks(ROWS_PER_STATEMENT) {
                     let mut q = QueryBuilder::<Postgres>::new(format!(
@@ -248,7 +320,7 @@ impl Database {
                             .push_bind(tag.source_kind.as_str())
                             .push_bind(tag.source_id.to_string())
                             .push_bind(tag.attacker_uuid)
-                            .push_bind(tag.identity_uuid)
+                            .push_bind(identity_of(tag, identities))
                             .push_bind(tag.session_id.as_deref().map(str::to_owned))
                             .push_bind(tag.decky_id.as_deref().map(str::to_owned))
                             .push_bind(tag.tactic.to_string())
@@ -459,8 +531,24 @@ fn merge_sightings(attackers: &[AttackerSighting]) -> Vec<Seen> {
     out
 }
 
-/// The outcome in batch order: new attackers are those not stored before the batch, new tags
-/// those the insert returned.
+/// Attackers of tags that carry no identity of their own, whose recorded one they take.
+fn unresolved(tags: &[&Tag]) -> Vec<Uuid> {
+    let mut seen = HashSet::new();
+    tags.iter()
+        .filter(|t| t.identity_uuid.is_none())
+        .filter_map(|t| t.attacker_uuid)
+        .filter(|a| seen.insert(*a))
+        .collect()
+}
+
+/// A tag's identity: the event's, else its attacker's (RULES.md §5.1).
+fn identity_of(tag: &Tag, identities: &HashMap<Uuid, Uuid>) -> Option<Uuid> {
+    tag.identity_uuid
+        .or_else(|| tag.attacker_uuid.and_then(|a| identities.get(&a).copied()))
+}
+
+/// The outcome in batch order: new attackers are those that had no address before the batch
+/// and have one now, new tags those the insert returned.
 fn fill(
     outcome: &mut WriteOutcome,
     attackers: &[Seen],
@@ -470,6 +558,7 @@ fn fill(
 ) {
     outcome.new_attackers = attackers
         .iter()
+        .filter(|a| a.ip.is_some())
         .map(|a| a.uuid)
         .filter(|u| !existing.contains(u))
         .collect();

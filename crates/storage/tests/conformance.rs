@@ -9,7 +9,9 @@ use std::path::Path;
 use std::sync::LazyLock;
 
 use chrono::{DateTime, TimeZone, Utc};
-use decnet_storage::{AttackerSighting, Database, Options, OutboxMessage, Scope, WriteOutcome};
+use decnet_storage::{
+    AttackerSighting, Batch, Database, IdentityChange, Options, OutboxMessage, Scope, WriteOutcome,
+};
 use decnet_ttp::fanout::from_message;
 use decnet_ttp::{Pack, RuleIndex, Tag, load_dir};
 use serde_json::json;
@@ -233,8 +235,10 @@ async fn attackers_keep_their_first_and_last_sighting() {
             .write_tags("tagger", &[seen(20, None)], &[], |_| Vec::new())
             .await
             .unwrap();
-        assert_eq!(first.new_attackers, vec![uuid]);
-        // A late, out-of-order replay and a later sighting with the address.
+        // Known by uuid only: nothing for intel to look up yet.
+        assert_eq!(first.new_attackers, Vec::<Uuid>::new());
+        // A late, out-of-order replay and a later sighting with the address, which makes
+        // the attacker new to intel.
         let later = db
             .write_tags(
                 "tagger",
@@ -244,7 +248,7 @@ async fn attackers_keep_their_first_and_last_sighting() {
             )
             .await
             .unwrap();
-        assert_eq!(later.new_attackers, Vec::<Uuid>::new());
+        assert_eq!(later.new_attackers, vec![uuid]);
         assert_eq!(
             db.attacker(uuid).await.unwrap(),
             Some((Some("203.0.113.9".to_owned()), t(10), t(30)))
@@ -380,6 +384,95 @@ async fn a_database_from_a_newer_binary_stops_start_up_naming_the_version() {
         let err = db.migrate().await.unwrap_err();
         assert!(err.to_string().contains("9999"), "{err}");
         assert!(!err.is_transient());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn identity_bookkeeping_follows_merges_and_tags_take_the_attackers_identity() {
+    on_both(|db| async move {
+        let (attackers, tags) = session_tags("sess-id", "203.0.113.7");
+        let member = attackers[0].uuid;
+        let stranger = Uuid::from_u128(0x5157);
+        let (winner, loser) = (Uuid::from_u128(0x1d01), Uuid::from_u128(0x1d02));
+        let campaign = Uuid::from_u128(0xca01);
+
+        // The loser forms first with both attackers (one never seen: a uuid-only row).
+        let formed = [IdentityChange::Join {
+            identity: loser,
+            attackers: vec![member, stranger],
+        }];
+        let none = |_: &WriteOutcome| Vec::new();
+        let batch = Batch {
+            identity: &formed,
+            sightings: &[],
+            tags: &[],
+        };
+        db.write_batch("tagger", &batch, none).await.unwrap();
+        assert_eq!(db.attacker_identity(member).await.unwrap(), Some(loser));
+        assert_eq!(db.attacker_identity(stranger).await.unwrap(), Some(loser));
+        let (ip, _, _) = db.attacker(stranger).await.unwrap().unwrap();
+        assert_eq!(ip, None, "a member known only by uuid has no address");
+
+        // Tags written after the join take the identity; the first sighting with an address
+        // of a uuid-only member makes it new to intel.
+        let outcome = db
+            .write_tags("tagger", &attackers, &tags, none)
+            .await
+            .unwrap();
+        assert_eq!(outcome.identities.get(&member), Some(&loser));
+        assert_eq!(outcome.new_attackers, vec![member]);
+        let stored = db.tags().await.unwrap();
+        assert_eq!(stored.len(), tags.len());
+        assert!(stored.iter().all(|t| t.identity_uuid == Some(loser)));
+
+        // The merge moves attackers, not tags; a late link to the loser lands on the winner.
+        let later = [
+            IdentityChange::Merge { winner, loser },
+            IdentityChange::Join {
+                identity: loser,
+                attackers: vec![Uuid::from_u128(0x5158)],
+            },
+            IdentityChange::Campaign {
+                identity: winner,
+                campaign,
+            },
+        ];
+        let batch = Batch {
+            identity: &later,
+            sightings: &[],
+            tags: &[],
+        };
+        db.write_batch("tagger", &batch, none).await.unwrap();
+        assert_eq!(db.attacker_identity(member).await.unwrap(), Some(winner));
+        assert_eq!(
+            db.attacker_identity(Uuid::from_u128(0x5158)).await.unwrap(),
+            Some(winner)
+        );
+        let row = db.identity(loser).await.unwrap().unwrap();
+        assert_eq!(row.merged_into, Some(winner));
+        let row = db.identity(winner).await.unwrap().unwrap();
+        assert_eq!((row.merged_into, row.campaign_uuid), (None, Some(campaign)));
+        assert!(
+            db.tags()
+                .await
+                .unwrap()
+                .iter()
+                .all(|t| t.identity_uuid == Some(loser)),
+            "later merges never rewrite tags"
+        );
+        // Merging an identity into itself (after following merges) changes nothing.
+        let selfish = [IdentityChange::Merge {
+            winner: loser,
+            loser: winner,
+        }];
+        let batch = Batch {
+            identity: &selfish,
+            sightings: &[],
+            tags: &[],
+        };
+        db.write_batch("tagger", &batch, none).await.unwrap();
+        assert_eq!(db.identity(winner).await.unwrap().unwrap().merged_into, None);
     })
     .await;
 }
