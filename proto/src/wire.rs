@@ -96,10 +96,7 @@ pub(crate) fn nullable(schema: &mut Schema) {
         }
         _ => {
             let inner = std::mem::take(obj);
-            obj.insert(
-                "anyOf".into(),
-                serde_json::json!([inner, {"type": "null"}]),
-            );
+            obj.insert("anyOf".into(), serde_json::json!([inner, {"type": "null"}]));
         }
     }
 }

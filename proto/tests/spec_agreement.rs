@@ -53,8 +53,9 @@ fn resolve<'a>(root: &'a Value, mut s: &'a Value) -> (&'a Value, bool) {
             continue;
         }
         if let Some(any) = s.get("anyOf").and_then(Value::as_array) {
-            let (nulls, rest): (Vec<&Value>, Vec<&Value>) =
-                any.iter().partition(|v| v.get("type") == Some(&"null".into()));
+            let (nulls, rest): (Vec<&Value>, Vec<&Value>) = any
+                .iter()
+                .partition(|v| v.get("type") == Some(&"null".into()));
             if !nulls.is_empty() && rest.len() == 1 {
                 nullable = true;
                 s = rest[0];
@@ -71,7 +72,9 @@ fn types(s: &Value) -> (BTreeSet<String>, bool) {
         Some(Value::String(t)) => {
             set.insert(t.clone());
         }
-        Some(Value::Array(ts)) => set.extend(ts.iter().filter_map(Value::as_str).map(str::to_owned)),
+        Some(Value::Array(ts)) => {
+            set.extend(ts.iter().filter_map(Value::as_str).map(str::to_owned))
+        }
         _ => {}
     }
     let nullable = set.remove("null");
@@ -80,7 +83,11 @@ fn types(s: &Value) -> (BTreeSet<String>, bool) {
 
 fn enum_values(s: &Value) -> Vec<String> {
     if let Some(e) = s.get("enum").and_then(Value::as_array) {
-        return e.iter().filter_map(Value::as_str).map(str::to_owned).collect();
+        return e
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect();
     }
     s.get("oneOf")
         .and_then(Value::as_array)
@@ -208,7 +215,11 @@ fn schemas_agree_with_the_spec_tables() {
         // The other way round: every property of an object the spec describes is listed.
         let prefixes: BTreeSet<String> = mine
             .iter()
-            .map(|f| f.path.rfind('.').map_or(String::new(), |i| f.path[..=i].to_owned()))
+            .map(|f| {
+                f.path
+                    .rfind('.')
+                    .map_or(String::new(), |i| f.path[..=i].to_owned())
+            })
             .collect();
         for prefix in &prefixes {
             let Some(props) = object_at(&root, prefix)

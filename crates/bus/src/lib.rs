@@ -14,11 +14,10 @@ mod streams;
 
 pub use connect::connect;
 pub use consumer::{ConsumerSpec, ensure_consumer};
+pub use decnet_proto::{DUPLICATE_WINDOW, STREAMS, StreamDef, stream_def, stream_for_subject};
 pub use publish::publish;
 pub use runner::{Delivery, Handler, Outcome, Poison, RunnerConfig, run};
-pub use streams::{
-    DUPLICATE_WINDOW, STREAMS, StreamDef, ensure_streams, stream_def, stream_for_subject,
-};
+pub use streams::ensure_streams;
 
 /// A bus operation that failed.
 #[derive(Debug, thiserror::Error)]

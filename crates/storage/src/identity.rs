@@ -325,15 +325,13 @@ impl Database {
                 })
                 .transpose()
             }
-            Database::Postgres(pool) => {
-                Ok(
-                    sqlx::query("SELECT identity_uuid FROM attacker WHERE uuid = $1")
-                        .bind(attacker)
-                        .fetch_optional(pool)
-                        .await?
-                        .and_then(|r| r.get("identity_uuid")),
-                )
-            }
+            Database::Postgres(pool) => Ok(sqlx::query(
+                "SELECT identity_uuid FROM attacker WHERE uuid = $1",
+            )
+            .bind(attacker)
+            .fetch_optional(pool)
+            .await?
+            .and_then(|r| r.get("identity_uuid"))),
         }
     }
 }

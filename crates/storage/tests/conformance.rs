@@ -472,7 +472,10 @@ async fn identity_bookkeeping_follows_merges_and_tags_take_the_attackers_identit
             tags: &[],
         };
         db.write_batch("tagger", &batch, none).await.unwrap();
-        assert_eq!(db.identity(winner).await.unwrap().unwrap().merged_into, None);
+        assert_eq!(
+            db.identity(winner).await.unwrap().unwrap().merged_into,
+            None
+        );
     })
     .await;
 }
