@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use bytes::Bytes;
 use decnet_storage::{Database, Options};
-use decnet_test_support::NatsServer;
+use decnet_test_support::{NatsServer, free_port};
 use decnet_ttp::fanout::from_message;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -37,6 +37,8 @@ fn session(i: usize) -> Value {
 }
 
 fn tagger(nats: &str, db: &str) -> Child {
+    // Each replica its own ops port: several run at once on this host.
+    let ops = format!("127.0.0.1:{}", free_port());
     Command::new(env!("CARGO_BIN_EXE_decnet"))
         .args([
             "tagger",
@@ -46,6 +48,8 @@ fn tagger(nats: &str, db: &str) -> Child {
             db,
             "--rules-dir",
             "rules/ttp",
+            "--ops-listen",
+            &ops,
         ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("DECNET_LOG", "error")

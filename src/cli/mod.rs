@@ -2,6 +2,7 @@
 
 mod publish;
 mod rules;
+mod schema;
 mod service;
 mod tag;
 mod tail;
@@ -54,6 +55,8 @@ enum Command {
     Publish(publish::PublishArgs),
     /// Live view of any subject: pretty lines, or `--json` for piping.
     Tail(tail::TailArgs),
+    /// Print the JSON Schema of a subject's payload.
+    Schema(schema::SchemaArgs),
 }
 
 /// The rules directory option shared by the offline tools.
@@ -88,6 +91,7 @@ pub(crate) fn run(cli: Cli) -> ExitCode {
         Command::Up(args) => service::up(&args),
         Command::Publish(args) => publish::run(&args),
         Command::Tail(args) => tail::run(&args),
+        Command::Schema(args) => schema::run(&args),
     }
 }
 

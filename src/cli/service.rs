@@ -3,10 +3,13 @@
 //! Both stop cleanly on SIGTERM or Ctrl-C: fetching stops, the batch in hand is finished and
 //! acked, the outbox is published, then the process exits.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
+use decnet_ops::Ops;
 use decnet_tagger::TaggerConfig;
 use tokio::sync::watch;
 
@@ -46,6 +49,13 @@ pub(crate) struct TaggerArgs {
     /// Messages per fetch and per transaction.
     #[arg(long, env = "DECNET_TAGGER_BATCH", default_value_t = 256)]
     batch: usize,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    #[arg(
+        long,
+        env = "DECNET_TAGGER_OPS_LISTEN",
+        default_value = "127.0.0.1:9101"
+    )]
+    ops_listen: SocketAddr,
 }
 
 /// `decnet up`.
@@ -63,6 +73,9 @@ pub(crate) struct UpArgs {
     /// The nats-server binary started when no server answers at the NATS URL.
     #[arg(long, env = "DECNET_NATS_SERVER", default_value = "nats-server")]
     nats_server: PathBuf,
+    /// Where `/healthz`, `/readyz` and `/metrics` of every service started are served.
+    #[arg(long, env = "DECNET_UP_OPS_LISTEN", default_value = "127.0.0.1:9100")]
+    ops_listen: SocketAddr,
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -95,10 +108,29 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
-fn run_tagger(config: &TaggerConfig) -> ExitCode {
+/// Run the tagger with its ops listener on `ops_listen`; `flag` names the option that set
+/// the address, for the error when it cannot be bound.
+fn run_tagger(config: &TaggerConfig, ops_listen: SocketAddr, flag: &str) -> ExitCode {
     runtime().block_on(async {
+        let listener = match decnet_ops::bind(ops_listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                report(&format!(
+                    "decnet: cannot serve /healthz, /readyz and /metrics on {ops_listen} ({flag}): {e}"
+                ));
+                return ExitCode::from(EXIT_UNUSABLE);
+            }
+        };
         let shutdown = shutdown_signal();
-        match decnet_tagger::run(config, shutdown).await {
+        let ops = Ops::new();
+        let listener = tokio::spawn(decnet_ops::serve(
+            listener,
+            Arc::clone(&ops),
+            shutdown.clone(),
+        ));
+        let result = decnet_tagger::run_with(config, &ops, shutdown).await;
+        listener.abort();
+        match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 report(&format!("decnet tagger: {e}"));
@@ -121,7 +153,11 @@ pub(crate) fn tagger(args: &TaggerArgs) -> ExitCode {
         rules_dir.clone(),
     );
     config.batch = args.batch;
-    run_tagger(&config)
+    run_tagger(
+        &config,
+        args.ops_listen,
+        "--ops-listen, DECNET_TAGGER_OPS_LISTEN",
+    )
 }
 
 /// Whether something accepts TCP connections at a `nats://host:port` URL.
@@ -204,12 +240,17 @@ pub(crate) fn up(args: &UpArgs) -> ExitCode {
         args.rules_dir.clone(),
     );
     report(&format!(
-        "decnet up: tagger on {} with rules from {}, tags in {}",
+        "decnet up: tagger on {} with rules from {}, tags in {}; health and metrics on http://{}",
         args.shared.nats_url,
         args.rules_dir.display(),
-        config.database_url
+        config.database_url,
+        args.ops_listen
     ));
-    let code = run_tagger(&config);
+    let code = run_tagger(
+        &config,
+        args.ops_listen,
+        "--ops-listen, DECNET_UP_OPS_LISTEN",
+    );
     if let Some(mut c) = child {
         let _ = c.kill();
         let _ = c.wait();

@@ -21,8 +21,8 @@ mod outbox;
 mod tags;
 mod time;
 
-pub use outbox::{OutboxMessage, PendingMessage};
 pub use identity::{IdentityChange, IdentityRow};
+pub use outbox::{OutboxMessage, PendingMessage};
 pub use tags::{AttackerSighting, Batch, Scope, StoredTag, TechniqueRollup, WriteOutcome};
 
 /// A connected, migrated store.

@@ -230,4 +230,34 @@ impl Database {
         };
         Ok(n)
     }
+
+    /// How many of `service`'s staged messages wait, and when the oldest was staged (it
+    /// drives `/readyz`: degraded while that is over a minute ago, EVENTS.md §2.4).
+    pub async fn outbox_backlog(
+        &self,
+        service: &str,
+    ) -> Result<(i64, Option<DateTime<Utc>>), StorageError> {
+        const SQL: &str =
+            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM bus_outbox WHERE service = ";
+        match self {
+            Database::Sqlite(pool) => {
+                let row = sqlx::query(&format!("{SQL}?"))
+                    .bind(service)
+                    .fetch_one(pool)
+                    .await?;
+                let oldest: Option<String> = row.get("oldest");
+                let oldest = oldest
+                    .map(|t| from_text("bus_outbox.created_at", &t))
+                    .transpose()?;
+                Ok((row.get("n"), oldest))
+            }
+            Database::Postgres(pool) => {
+                let row = sqlx::query(&format!("{SQL}$1"))
+                    .bind(service)
+                    .fetch_one(pool)
+                    .await?;
+                Ok((row.get("n"), row.get("oldest")))
+            }
+        }
+    }
 }

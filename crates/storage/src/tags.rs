@@ -274,9 +274,9 @@ impl Database {
                     for row in sqlx::query(
                         "SELECT uuid FROM attacker WHERE ip IS NOT NULL AND uuid = ANY($1)",
                     )
-                        .bind(&ids)
-                        .fetch_all(&mut *tx)
-                        .await?
+                    .bind(&ids)
+                    .fetch_all(&mut *tx)
+                    .await?
                     {
                         existing.insert(row.get("uuid"));
                     }

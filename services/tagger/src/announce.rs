@@ -1,14 +1,21 @@
 //! What the tagger publishes after a commit (EVENTS.md §4.12–§4.14, §5.4, §6): built from
 //! what the transaction actually created, so a replay announces nothing.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
+use decnet_proto::payload::attacker::Observed;
+use decnet_proto::payload::ttp::{
+    self as wire, EvaluatedState, RuleFired, SuppressedReason, Tagged, TaggedRow,
+};
+use decnet_proto::wire::{Decky, Ip};
+use decnet_proto::{SCHEMA_VERSION, header, subject};
 use decnet_storage::{OutboxMessage, WriteOutcome};
 use decnet_ttp::engine::{SuppressReason, Suppressed};
+use decnet_ttp::state::RuleMode;
 use decnet_ttp::tag::CONFIDENCE_FLOOR;
 use decnet_ttp::{RuleIndex, Tag};
-use serde_json::{Value, json};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -34,8 +41,10 @@ pub(crate) struct MessageResults {
     pub(crate) sighted: Vec<(Uuid, Option<String>)>,
 }
 
-fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+/// Announced times are cut to the microseconds the store keeps, so a message and the row it
+/// announces show the same instant.
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
 /// First 32 hex digits of SHA-256 over sorted uuids joined by `\n` (EVENTS.md §6.2).
@@ -46,14 +55,27 @@ fn digest(uuids: &[Uuid]) -> String {
     hash.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
-fn message(subject: String, msg_id: String, body: &Value) -> OutboxMessage {
+fn message(subject: String, msg_id: String, body: &impl Serialize) -> OutboxMessage {
     let mut headers = BTreeMap::new();
-    headers.insert("decnet-schema-version".to_owned(), "1".to_owned());
+    headers.insert(
+        header::SCHEMA_VERSION.to_owned(),
+        SCHEMA_VERSION.to_string(),
+    );
     OutboxMessage {
         subject,
         msg_id,
         headers,
-        body: serde_json::to_vec(body).expect("JSON values serialise"),
+        body: serde_json::to_vec(body).expect("payload types serialise"),
+    }
+}
+
+/// The identities the store resolved: a tag without one of its own takes its attacker's
+/// (RULES.md §5.1), and so does the message's announcement.
+struct Identities<'a>(&'a HashMap<Uuid, Uuid>);
+
+impl Identities<'_> {
+    fn of(&self, identity: Option<Uuid>, attacker: Option<Uuid>) -> Option<Uuid> {
+        identity.or_else(|| attacker.and_then(|a| self.0.get(&a).copied()))
     }
 }
 
@@ -64,18 +86,20 @@ pub(crate) fn announce(
     index: &RuleIndex,
     now: DateTime<Utc>,
 ) -> Vec<OutboxMessage> {
+    let now = micros(now);
+    let ids = Identities(&outcome.identities);
     let new: HashSet<Uuid> = outcome.new_tags.iter().copied().collect();
     let mut out = Vec::new();
     for r in results {
         let fresh: Vec<&Tag> = r.tags.iter().filter(|t| new.contains(&t.uuid)).collect();
         if !fresh.is_empty() {
-            out.push(tagged(r, &fresh, now));
-            out.extend(fired(r, &fresh, now));
+            out.push(tagged(r, &fresh, &ids, now));
+            out.extend(fired(r, &fresh, &ids, now));
         }
-        out.extend(suppressed(r, index));
+        out.extend(suppressed(r, &ids, index));
     }
-    // A new attacker is announced so intel enriches it — unless only a sensor's own
-    // `attacker.observed` saw it, which intel reads already (EVENTS.md §5.4).
+    // An attacker that got its address is announced so intel enriches it — unless only a
+    // sensor's own `attacker.observed` saw it, which intel reads already (EVENTS.md §5.4).
     let seen_by_source = |a: &Uuid| {
         results
             .iter()
@@ -84,7 +108,7 @@ pub(crate) fn announce(
                 r.sighted
                     .iter()
                     .find(|(u, _)| u == a)
-                    .map(|(_, ip)| (r, ip))
+                    .and_then(|(_, ip)| ip.as_ref().map(|ip| (r, ip)))
             })
     };
     for attacker in &outcome.new_attackers {
@@ -92,8 +116,14 @@ pub(crate) fn announce(
             continue;
         };
         // EVENTS.md §4.2: the address, where it was first seen and what made the row.
-        let body = json!({"attacker_uuid": attacker, "attacker_ip": ip, "decky": r.decky_id,
-            "event_type": r.subject, "first_seen": ts(now)});
+        let body = Observed {
+            attacker_ip: Ip::from(ip.as_str()),
+            attacker_uuid: Some(*attacker),
+            decky: r.decky_id.as_deref().map(Decky::from),
+            service: None,
+            event_type: Some(r.subject.clone()),
+            first_seen: Some(now),
+        };
         out.push(message(
             "attacker.observed".into(),
             format!("attacker.observed:{attacker}"),
@@ -103,81 +133,99 @@ pub(crate) fn announce(
     out
 }
 
-fn anchors(r: &MessageResults) -> serde_json::Map<String, Value> {
-    let mut m = serde_json::Map::new();
-    m.insert("attacker_uuid".into(), json!(r.attacker_uuid));
-    m.insert("identity_uuid".into(), json!(r.identity_uuid));
-    m.insert("session_id".into(), json!(r.session_id));
-    m.insert("decky_id".into(), json!(r.decky_id));
-    m
-}
-
-fn tagged(r: &MessageResults, fresh: &[&Tag], now: DateTime<Utc>) -> OutboxMessage {
+fn tagged(
+    r: &MessageResults,
+    fresh: &[&Tag],
+    ids: &Identities<'_>,
+    now: DateTime<Utc>,
+) -> OutboxMessage {
     let uuids: Vec<Uuid> = fresh.iter().map(|t| t.uuid).collect();
     let techniques: BTreeSet<&str> = fresh.iter().map(|t| &*t.technique_id).collect();
     let subs: BTreeSet<&str> = fresh
         .iter()
         .filter_map(|t| t.sub_technique_id.as_deref())
         .collect();
-    let tags: Vec<Value> = fresh
-        .iter()
-        .map(|t| {
-            json!({"uuid": t.uuid, "rule_id": &*t.rule_id, "rule_version": t.rule_version,
-                "tactic": &*t.tactic, "technique_id": &*t.technique_id,
-                "sub_technique_id": t.sub_technique_id.as_deref(), "confidence": t.confidence,
-                "source_kind": t.source_kind, "source_id": &*t.source_id,
-                "attacker_uuid": t.attacker_uuid, "identity_uuid": t.identity_uuid})
-        })
-        .collect();
-    let mut body = anchors(r);
-    body.insert("source_subject".into(), json!(r.subject));
-    body.insert("tag_uuids".into(), json!(uuids));
-    body.insert("techniques_added".into(), json!(techniques));
-    body.insert("sub_techniques_added".into(), json!(subs));
-    body.insert("tags".into(), Value::Array(tags));
-    body.insert("tagged_at".into(), json!(ts(now)));
+    let body = Tagged {
+        attacker_uuid: r.attacker_uuid,
+        identity_uuid: ids.of(r.identity_uuid, r.attacker_uuid),
+        session_id: r.session_id.clone(),
+        decky_id: r.decky_id.as_deref().map(Decky::from),
+        source_subject: r.subject.clone(),
+        tag_uuids: uuids.clone(),
+        techniques_added: techniques.into_iter().map(str::to_owned).collect(),
+        sub_techniques_added: subs.into_iter().map(str::to_owned).collect(),
+        tags: fresh
+            .iter()
+            .map(|t| TaggedRow {
+                uuid: t.uuid,
+                rule_id: t.rule_id.to_string(),
+                rule_version: t.rule_version,
+                tactic: t.tactic.to_string(),
+                technique_id: t.technique_id.to_string(),
+                sub_technique_id: t.sub_technique_id.as_deref().map(str::to_owned),
+                confidence: t.confidence,
+                source_kind: t.source_kind.as_str().to_owned(),
+                source_id: t.source_id.to_string(),
+                attacker_uuid: t.attacker_uuid,
+                identity_uuid: ids.of(t.identity_uuid, t.attacker_uuid),
+            })
+            .collect(),
+        tagged_at: now,
+    };
     message(
         "ttp.tagged".into(),
         format!("ttp.tagged:{}", digest(&uuids)),
-        &Value::Object(body),
+        &body,
     )
 }
 
-fn fired(r: &MessageResults, fresh: &[&Tag], now: DateTime<Utc>) -> Vec<OutboxMessage> {
+fn fired(
+    r: &MessageResults,
+    fresh: &[&Tag],
+    ids: &Identities<'_>,
+    now: DateTime<Utc>,
+) -> Vec<OutboxMessage> {
     let techniques: BTreeSet<&str> = fresh.iter().map(|t| &*t.technique_id).collect();
     techniques
         .into_iter()
-        .map(|technique| {
+        .filter_map(|technique| {
+            // The catalogue only admits parent ids, so a refusal here is a bug upstream;
+            // it costs this one announcement, never a mangled subject.
+            let subject = subject::rule_fired(technique)
+                .inspect_err(|e| tracing::error!(error = %e, "not announcing a technique"))
+                .ok()?;
             let of: Vec<&&Tag> = fresh
                 .iter()
                 .filter(|t| &*t.technique_id == technique)
                 .collect();
             let uuids: Vec<Uuid> = of.iter().map(|t| t.uuid).collect();
-            let subs: BTreeSet<&str> = of
-                .iter()
-                .filter_map(|t| t.sub_technique_id.as_deref())
-                .collect();
-            let tactics: BTreeSet<&str> = of.iter().map(|t| &*t.tactic).collect();
-            let rules: BTreeSet<&str> = of.iter().map(|t| &*t.rule_id).collect();
-            let max = of.iter().map(|t| t.confidence).fold(0.0, f64::max);
-            let mut body = anchors(r);
-            body.insert("technique_id".into(), json!(technique));
-            body.insert("sub_technique_ids".into(), json!(subs));
-            body.insert("tactics".into(), json!(tactics));
-            body.insert("rule_ids".into(), json!(rules));
-            body.insert("tag_uuids".into(), json!(uuids));
-            body.insert("confidence_max".into(), json!(max));
-            body.insert("tagged_at".into(), json!(ts(now)));
-            message(
-                format!("ttp.rule.fired.{technique}"),
+            let sorted = |f: &dyn Fn(&Tag) -> Option<&str>| -> Vec<String> {
+                let set: BTreeSet<&str> = of.iter().filter_map(|t| f(t)).collect();
+                set.into_iter().map(str::to_owned).collect()
+            };
+            let body = RuleFired {
+                technique_id: technique.to_owned(),
+                sub_technique_ids: sorted(&|t| t.sub_technique_id.as_deref()),
+                tactics: sorted(&|t| Some(&*t.tactic)),
+                rule_ids: sorted(&|t| Some(&*t.rule_id)),
+                tag_uuids: uuids.clone(),
+                confidence_max: of.iter().map(|t| t.confidence).fold(0.0, f64::max),
+                attacker_uuid: r.attacker_uuid,
+                identity_uuid: ids.of(r.identity_uuid, r.attacker_uuid),
+                session_id: r.session_id.clone(),
+                decky_id: r.decky_id.as_deref().map(Decky::from),
+                tagged_at: now,
+            };
+            Some(message(
+                subject,
                 format!("ttp.rule.fired:{technique}:{}", digest(&uuids)),
-                &Value::Object(body),
-            )
+                &body,
+            ))
         })
         .collect()
 }
 
-fn suppressed(r: &MessageResults, index: &RuleIndex) -> Vec<OutboxMessage> {
+fn suppressed(r: &MessageResults, ids: &Identities<'_>, index: &RuleIndex) -> Vec<OutboxMessage> {
     let mut groups: BTreeMap<(String, SuppressReason), Vec<&Suppressed>> = BTreeMap::new();
     for s in &r.suppressed {
         groups
@@ -189,7 +237,7 @@ fn suppressed(r: &MessageResults, index: &RuleIndex) -> Vec<OutboxMessage> {
         .into_iter()
         .map(|((rule_id, reason), list)| {
             let first = list[0];
-            let ids: BTreeSet<&str> = list
+            let technique_ids: BTreeSet<&str> = list
                 .iter()
                 .map(|s| {
                     s.tag
@@ -198,20 +246,34 @@ fn suppressed(r: &MessageResults, index: &RuleIndex) -> Vec<OutboxMessage> {
                         .unwrap_or(&s.tag.technique_id)
                 })
                 .collect();
-            let max = list.iter().map(|s| s.tag.confidence).fold(0.0, f64::max);
             let limit = index.get(&rule_id).map(|(r, _)| r.rate_limit_per_minute);
-            let mut body = json!({"rule_id": rule_id, "rule_version": first.tag.rule_version,
-                "reason": reason.as_str(), "count": list.len(),
-                "attacker_uuid": first.tag.attacker_uuid, "identity_uuid": first.tag.identity_uuid,
-                "source_kind": first.tag.source_kind, "source_id": &*first.tag.source_id,
-                "technique_ids": ids, "confidence_max": max, "state": first.mode.name()});
-            match reason {
-                SuppressReason::BelowFloor => body["floor"] = json!(CONFIDENCE_FLOOR),
-                SuppressReason::RateLimited => {
-                    body["limit_per_minute"] = json!(limit);
-                    body["window_start"] = json!(r.rate_window.map(ts));
-                }
-            }
+            let rate_limited = reason == SuppressReason::RateLimited;
+            let body = wire::Suppressed {
+                rule_id: rule_id.clone(),
+                rule_version: first.tag.rule_version,
+                reason: match reason {
+                    SuppressReason::BelowFloor => SuppressedReason::BelowFloor,
+                    SuppressReason::RateLimited => SuppressedReason::RateLimited,
+                },
+                count: list.len() as u64,
+                attacker_uuid: first.tag.attacker_uuid,
+                identity_uuid: ids.of(first.tag.identity_uuid, first.tag.attacker_uuid),
+                source_kind: first.tag.source_kind.as_str().to_owned(),
+                source_id: first.tag.source_id.to_string(),
+                technique_ids: technique_ids.into_iter().map(str::to_owned).collect(),
+                confidence_max: list.iter().map(|s| s.tag.confidence).fold(0.0, f64::max),
+                floor: (!rate_limited).then_some(CONFIDENCE_FLOOR),
+                limit_per_minute: if rate_limited { limit } else { None },
+                window_start: if rate_limited {
+                    r.rate_window.map(micros)
+                } else {
+                    None
+                },
+                state: match first.mode {
+                    RuleMode::Clipped { .. } => EvaluatedState::Clipped,
+                    _ => EvaluatedState::Enabled,
+                },
+            };
             message(
                 "ttp.rule.suppressed".into(),
                 format!("supp:{}:{rule_id}:{}", r.upstream_id, reason.as_str()),

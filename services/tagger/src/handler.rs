@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use decnet_bus::{Delivery, Handler, Outcome, Poison};
-use decnet_storage::{AttackerSighting, Database, StorageError};
+use decnet_storage::{AttackerSighting, Batch, Database, IdentityChange, StorageError};
 use decnet_ttp::anchor::{attacker_uuid_for_ip, canonical_ip};
 use decnet_ttp::engine::SuppressReason;
 use decnet_ttp::fanout::{self, FanoutError};
@@ -19,8 +19,10 @@ use decnet_ttp::ratelimit::RateLimiter;
 use decnet_ttp::{EvalEvent, RuleIndex};
 use serde_json::Value;
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use crate::announce::{MessageResults, announce};
+use crate::metrics::TaggerMetrics;
 
 /// Bodies over this size are poison (EVENTS.md §1.3).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -32,12 +34,14 @@ pub struct Tagger {
     pub(crate) db: Database,
     /// Woken after each commit so the outbox publisher sends at once.
     pub(crate) published: Arc<Notify>,
+    pub(crate) metrics: TaggerMetrics,
 }
 
 /// One message ready to write.
 struct Prepared {
     results: MessageResults,
     sightings: Vec<AttackerSighting>,
+    identity: Option<IdentityChange>,
 }
 
 fn poison(code: &'static str, detail: impl Into<String>) -> Outcome {
@@ -64,7 +68,8 @@ impl Tagger {
                 format!("{} bytes, over {MAX_BODY_BYTES}", d.payload().len()),
             ));
         }
-        if skipped(d.subject()) {
+        if let Some(pattern) = skipped(d.subject()) {
+            TaggerMetrics::count(&self.metrics.skipped, "pattern", pattern);
             return Ok(None);
         }
         let body: Value = serde_json::from_slice(d.payload())
@@ -74,7 +79,8 @@ impl Tagger {
         if d.subject() == "attacker.observed" {
             return observed(d, &body, now);
         }
-        if fanout.events.is_empty() {
+        let identity = identity_change(d.subject(), &body)?;
+        if fanout.events.is_empty() && identity.is_none() {
             return Ok(None);
         }
         let index = Arc::clone(&self.index);
@@ -84,17 +90,17 @@ impl Tagger {
                 .map_or(u32::MAX, |(r, _)| r.rate_limit_per_minute)
         };
         let mode_of = |id: &str| index.get(id).map(|(_, m)| m).unwrap_or_default();
-        let first = &fanout.events[0];
+        let first = fanout.events.first();
         let mut results = MessageResults {
             subject: d.subject().to_owned(),
             upstream_id: d.msg_id().map_or_else(
                 || format!("{}:{}", d.stream(), d.stream_seq()),
                 str::to_owned,
             ),
-            attacker_uuid: first.attacker_uuid,
-            identity_uuid: first.identity_uuid,
-            session_id: first.session_id.as_deref().map(str::to_owned),
-            decky_id: first.decky_id.as_deref().map(str::to_owned),
+            attacker_uuid: first.and_then(|e| e.attacker_uuid),
+            identity_uuid: first.and_then(|e| e.identity_uuid),
+            session_id: first.and_then(|e| e.session_id.as_deref().map(str::to_owned)),
+            decky_id: first.and_then(|e| e.decky_id.as_deref().map(str::to_owned)),
             tags: Vec::new(),
             suppressed: Vec::new(),
             rate_window: None,
@@ -123,7 +129,11 @@ impl Tagger {
             }
         }
         results.sighted = sightings.iter().map(|s| (s.uuid, s.ip.clone())).collect();
-        Ok(Some(Prepared { results, sightings }))
+        Ok(Some(Prepared {
+            results,
+            sightings,
+            identity,
+        }))
     }
 
     async fn write(&self, batch: &[&Prepared], now: DateTime<Utc>) -> Result<(), StorageError> {
@@ -136,13 +146,24 @@ impl Tagger {
             .iter()
             .flat_map(|p| p.results.tags.iter().cloned())
             .collect();
+        let identity: Vec<IdentityChange> =
+            batch.iter().filter_map(|p| p.identity.clone()).collect();
         let results: Vec<MessageResults> = batch.iter().map(|p| p.results.clone()).collect();
         let index = Arc::clone(&self.index);
-        self.db
-            .write_tags("tagger", &sightings, &tags, |outcome| {
+        let batch = Batch {
+            identity: &identity,
+            sightings: &sightings,
+            tags: &tags,
+        };
+        let outcome = self
+            .db
+            .write_batch("tagger", &batch, |outcome| {
                 announce(&results, outcome, &index, now)
             })
             .await?;
+        self.metrics
+            .tags_written
+            .inc_by(outcome.new_tags.len() as u64);
         self.published.notify_one();
         Ok(())
     }
@@ -158,7 +179,7 @@ fn observed(d: &Delivery, body: &Value, now: DateTime<Utc>) -> Result<Option<Pre
     let given = match obj.get("attacker_uuid") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(
-            s.parse::<uuid::Uuid>()
+            s.parse::<Uuid>()
                 .map_err(|_| poison("schema_error", "attacker_uuid: expected a uuid"))?,
         ),
         Some(_) => return Err(poison("schema_error", "attacker_uuid: expected a uuid")),
@@ -193,22 +214,91 @@ fn observed(d: &Delivery, body: &Value, now: DateTime<Utc>) -> Result<Option<Pre
     Ok(Some(Prepared {
         results,
         sightings: vec![AttackerSighting { uuid, ip, seen_at }],
+        identity: None,
     }))
 }
 
-/// Known EVENTS subjects that are not source events (EVENTS.md §2.2): acked and counted, never
-/// dead-lettered. Everything else a source subject does not claim is `unknown_subject`.
-fn skipped(subject: &str) -> bool {
+/// The clusterer decision an identity subject carries (EVENTS.md §4.9, §5.4).
+fn identity_change(subject: &str, body: &Value) -> Result<Option<IdentityChange>, Outcome> {
+    let obj = fanout::unwrap_envelope(subject, body);
+    let uuid = |field: &str| -> Result<Uuid, Outcome> {
+        obj.get(field)
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| poison("schema_error", format!("{field}: expected a uuid")))
+    };
+    Ok(Some(match subject {
+        "identity.formed" => {
+            let members = match obj.get("observation_uuids") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        v.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                            poison(
+                                "schema_error",
+                                format!("observation_uuids[{i}]: expected a uuid"),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+                Some(_) => {
+                    return Err(poison(
+                        "schema_error",
+                        "observation_uuids: expected an array",
+                    ));
+                }
+            };
+            IdentityChange::Join {
+                identity: uuid("identity_uuid")?,
+                attackers: members,
+            }
+        }
+        "identity.observation.linked" => IdentityChange::Join {
+            identity: uuid("identity_uuid")?,
+            attackers: vec![uuid("observation_uuid")?],
+        },
+        "identity.merged" => {
+            let (winner, loser) = (uuid("winner_uuid")?, uuid("loser_uuid")?);
+            if winner == loser {
+                return Err(poison(
+                    "schema_error",
+                    "loser_uuid: equals winner_uuid (an identity cannot merge into itself)",
+                ));
+            }
+            IdentityChange::Merge { winner, loser }
+        }
+        "identity.campaign.assigned" => IdentityChange::Campaign {
+            identity: uuid("identity_uuid")?,
+            campaign: uuid("campaign_uuid")?,
+        },
+        _ => return Ok(None),
+    }))
+}
+
+/// The allow-list pattern of a known EVENTS subject that is not a source event (EVENTS.md
+/// §2.2): acked and counted, never dead-lettered. Everything else a source subject does not
+/// claim is `unknown_subject`.
+fn skipped(subject: &str) -> Option<&'static str> {
     const SOURCES: [&str; 4] = [
         "attacker.session.ended",
         "attacker.observed",
         "attacker.intel.enriched",
         "attacker.fingerprinted",
     ];
-    let other_attacker = subject.starts_with("attacker.") && !SOURCES.contains(&subject);
-    let canary_notice = subject.starts_with("canary.")
-        && (subject.ends_with(".revoked") || subject.ends_with(".placed"));
-    other_attacker || canary_notice || subject == "smtp.probe.relayed"
+    const SKIPPED: [&str; 4] = [
+        "canary.*.revoked",
+        "canary.*.placed",
+        "smtp.probe.relayed",
+        "attacker.>",
+    ];
+    if SOURCES.contains(&subject) {
+        return None;
+    }
+    SKIPPED
+        .into_iter()
+        .find(|p| decnet_proto::subject::matches(p, subject))
 }
 
 /// The address a message names its attacker by.
@@ -234,6 +324,24 @@ fn sighting(event: &EvalEvent, ip: Option<&str>, now: DateTime<Utc>) -> Option<A
 
 impl Handler for Tagger {
     async fn handle(&mut self, batch: &[Delivery]) -> Vec<Outcome> {
+        let outcomes = self.settle(batch).await;
+        for outcome in &outcomes {
+            let (name, reason) = match outcome {
+                Outcome::Done => ("processed", None),
+                Outcome::Transient(_) => ("retried", None),
+                Outcome::Poison(p) => ("dead_lettered", Some(p.code)),
+            };
+            TaggerMetrics::count(&self.metrics.messages, "outcome", name);
+            if let Some(code) = reason {
+                TaggerMetrics::count(&self.metrics.dead_letters, "reason", code);
+            }
+        }
+        outcomes
+    }
+}
+
+impl Tagger {
+    async fn settle(&mut self, batch: &[Delivery]) -> Vec<Outcome> {
         let now = Utc::now();
         let mut outcomes = vec![Outcome::Done; batch.len()];
         let mut work: Vec<(usize, Prepared)> = Vec::new();

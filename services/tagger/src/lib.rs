@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use decnet_bus::{ConsumerSpec, RunnerConfig, connect, ensure_consumer, ensure_streams};
+use decnet_ops::{Health, Ops, Readiness};
 use decnet_storage::{Database, Options};
 use decnet_ttp::RuleIndex;
 use decnet_ttp::ratelimit::RateLimiter;
@@ -21,9 +22,11 @@ use tokio::sync::{Notify, watch};
 
 mod announce;
 mod handler;
+mod metrics;
 mod outbox;
 
 pub use handler::{MAX_BODY_BYTES, Tagger};
+pub use metrics::TaggerMetrics;
 
 /// The service's own name: its outbox rows, its DLQ subject, its consumer.
 pub const SERVICE: &str = "tagger";
@@ -113,10 +116,38 @@ pub fn load_rules(dir: &std::path::Path) -> Result<RuleIndex, TaggerError> {
     }
 }
 
-/// Run until `shutdown` turns true: set up streams and the consumer, publish what a previous
-/// run left in the outbox, then consume; on shutdown finish the batch in hand and publish.
+/// [`run_with`] with health and metrics that nobody serves.
 pub async fn run(
     config: &TaggerConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), TaggerError> {
+    run_with(config, &Ops::new(), shutdown).await
+}
+
+/// Run until `shutdown` turns true: set up streams and the consumer, publish what a previous
+/// run left in the outbox, then consume; on shutdown finish the batch in hand and publish.
+/// Readiness and metrics go to `ops` (ready once the consumer is set up and the outbox left by
+/// a previous run is published; degraded while the outbox lags, EVENTS.md §2.4).
+pub async fn run_with(
+    config: &TaggerConfig,
+    ops: &Ops,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), TaggerError> {
+    let health = ops.health(SERVICE);
+    let metrics = TaggerMetrics::default();
+    ops.register(|r| metrics.register(r));
+    let result = serve(config, &health, metrics, shutdown).await;
+    health.set(match &result {
+        Ok(()) => Readiness::Stopped("shut down".into()),
+        Err(e) => Readiness::Stopped(e.to_string()),
+    });
+    result
+}
+
+async fn serve(
+    config: &TaggerConfig,
+    health: &Arc<Health>,
+    metrics: TaggerMetrics,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), TaggerError> {
     let index = Arc::new(load_rules(&config.rules_dir)?);
@@ -133,10 +164,18 @@ pub async fn run(
 
     // What a crash left staged goes out before any new work (EVENTS.md §2.4).
     outbox::drain(&db, &js).await;
+    health.set(Readiness::Ready);
     let published = Arc::new(Notify::new());
     let publisher = tokio::spawn(outbox::publish_loop(
-        db.clone(),
-        js.clone(),
+        outbox::Publisher {
+            db: db.clone(),
+            js: js.clone(),
+            health: Arc::clone(health),
+            pending: metrics
+                .outbox_pending
+                .get_or_create(&vec![("service", SERVICE.to_owned())])
+                .clone(),
+        },
         Arc::clone(&published),
         shutdown.clone(),
     ));
@@ -146,6 +185,7 @@ pub async fn run(
         limiter: RateLimiter::default(),
         db: db.clone(),
         published,
+        metrics,
     };
     let runner = RunnerConfig {
         batch: config.batch,

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use bytes::Bytes;
+use decnet_ops::{Health, Readiness};
 use decnet_storage::Database;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, watch};
 
 use crate::SERVICE;
@@ -71,16 +73,54 @@ pub(crate) async fn drain(db: &Database, js: &jetstream::Context) -> bool {
     }
 }
 
+/// What the publish loop needs.
+pub(crate) struct Publisher {
+    pub(crate) db: Database,
+    pub(crate) js: jetstream::Context,
+    pub(crate) health: Arc<Health>,
+    pub(crate) pending: Gauge,
+}
+
+/// The outbox lags when its oldest row waits longer than this (EVENTS.md §2.4).
+const LAG_LIMIT: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+impl Publisher {
+    /// Export the backlog and say whether the outbox lags.
+    async fn check(&self) {
+        match self.db.outbox_backlog(SERVICE).await {
+            Ok((n, oldest)) => {
+                self.pending.set(n);
+                let age = oldest.map(|t| chrono::Utc::now() - t);
+                self.health.set(match age {
+                    Some(age) if age > LAG_LIMIT => Readiness::Degraded(format!(
+                        "outbox: {n} messages unpublished, the oldest for {} s",
+                        age.num_seconds()
+                    )),
+                    _ => Readiness::Ready,
+                });
+            }
+            Err(e) => self
+                .health
+                .set(Readiness::Degraded(format!("database: {e}"))),
+        }
+    }
+}
+
 /// Publish after every commit, and every second in case a wake-up was missed or a publish
-/// failed; stop when `shutdown` turns true.
+/// failed; check the backlog at most once a second; stop when `shutdown` turns true.
 pub(crate) async fn publish_loop(
-    db: Database,
-    js: jetstream::Context,
+    publisher: Publisher,
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut checked = tokio::time::Instant::now();
+    publisher.check().await;
     loop {
-        drain(&db, &js).await;
+        drain(&publisher.db, &publisher.js).await;
+        if checked.elapsed() >= Duration::from_secs(1) {
+            publisher.check().await;
+            checked = tokio::time::Instant::now();
+        }
         if *shutdown.borrow() {
             return;
         }

@@ -208,6 +208,9 @@ async fn session_events_become_the_offline_tags_and_replays_announce_nothing() {
     assert_eq!(stored, want);
 
     let ttp = subjects_in(&r.js, "TTP").await;
+    for (subject, body, _) in &ttp {
+        assert_conforms(subject, body);
+    }
     let tagged: Vec<&Value> = ttp
         .iter()
         .filter(|(s, _, _)| s == "ttp.tagged")
@@ -341,6 +344,148 @@ async fn poison_is_dead_lettered_with_its_reason_and_never_stalls_good_messages(
         observed.len(),
         2,
         "the sensor's, and the tagger's for the good session's attacker"
+    );
+    r.stop.send(true).unwrap();
+    r.task.await.unwrap().unwrap();
+}
+
+/// What we publish conforms to the checked-in contract: every field the schema requires is
+/// present, and the body reads back as its proto type.
+fn assert_conforms(subject: &str, body: &Value) {
+    use decnet_proto::payload::{attacker, ttp};
+    let def = decnet_proto::subject_def(subject).unwrap();
+    let schema = def.schema().to_value();
+    for field in schema["required"].as_array().unwrap() {
+        let field = field.as_str().unwrap();
+        assert!(body.get(field).is_some(), "{subject}: no {field} in {body}");
+    }
+    let read = match def.name {
+        "ttp.tagged" => serde_json::from_value::<ttp::Tagged>(body.clone()).err(),
+        "ttp.rule.fired.<technique>" => {
+            serde_json::from_value::<ttp::RuleFired>(body.clone()).err()
+        }
+        "ttp.rule.suppressed" => serde_json::from_value::<ttp::Suppressed>(body.clone()).err(),
+        "attacker.observed" => serde_json::from_value::<attacker::Observed>(body.clone()).err(),
+        other => panic!("the tagger does not publish {other}"),
+    };
+    assert!(read.is_none(), "{subject}: {read:?} in {body}");
+}
+
+#[tokio::test]
+async fn identity_bookkeeping_gives_later_tags_the_identity_and_follows_merges() {
+    let r = start().await;
+    let ip = "203.0.113.7";
+    let attacker: Uuid = "6dd21fc3-121b-5123-aaa0-18e21dfe5b91".parse().unwrap();
+    let (x, w, c) = (
+        Uuid::from_u128(0xa1),
+        Uuid::from_u128(0xa2),
+        Uuid::from_u128(0xc1),
+    );
+    let session = |id: &str, command: &str| {
+        json!({"session_id": id, "attacker_ip": ip, "decky_id": "decoy-01", "service": "ssh",
+            "ended_at": "2026-12-04T10:01:00Z", "duration_s": 60.0,
+            "commands": [{"command_text": command, "ts": "2026-12-04T10:00:00Z"}]})
+    };
+    let post = |subject: &'static str, id: String, body: Value| {
+        let js = r.js.clone();
+        async move { send(&js, subject, &id, Bytes::from(body.to_string())).await }
+    };
+    post(
+        "attacker.session.ended",
+        "s1".into(),
+        session("s1", "uname -a"),
+    )
+    .await;
+    settled(&r).await;
+    post(
+        "identity.formed",
+        "f1".into(),
+        json!({"identity_uuid": x, "observation_uuids": [attacker]}),
+    )
+    .await;
+    settled(&r).await;
+    post(
+        "attacker.session.ended",
+        "s2".into(),
+        session("s2", "cat /etc/shadow"),
+    )
+    .await;
+    settled(&r).await;
+
+    let tags = r.db.tags().await.unwrap();
+    let by_session = |s: &str| -> Vec<Option<Uuid>> {
+        tags.iter()
+            .filter(|t| t.session_id.as_deref() == Some(s))
+            .map(|t| t.identity_uuid)
+            .collect()
+    };
+    assert!(!by_session("s1").is_empty() && !by_session("s2").is_empty());
+    assert!(
+        by_session("s1").iter().all(Option::is_none),
+        "tags are never rewritten"
+    );
+    assert!(
+        by_session("s2").iter().all(|i| *i == Some(x)),
+        "later tags take the identity"
+    );
+
+    post(
+        "identity.merged",
+        "m1".into(),
+        json!({"winner_uuid": w, "loser_uuid": x}),
+    )
+    .await;
+    post(
+        "identity.campaign.assigned",
+        "c1".into(),
+        json!({"identity_uuid": w, "campaign_uuid": c, "prior_campaign_uuid": null}),
+    )
+    .await;
+    post(
+        "identity.merged",
+        "m2".into(),
+        json!({"winner_uuid": w, "loser_uuid": w}),
+    )
+    .await;
+    settled(&r).await;
+    assert_eq!(r.db.attacker_identity(attacker).await.unwrap(), Some(w));
+    assert_eq!(
+        r.db.identity(x).await.unwrap().unwrap().merged_into,
+        Some(w)
+    );
+    assert_eq!(
+        r.db.identity(w).await.unwrap().unwrap().campaign_uuid,
+        Some(c)
+    );
+
+    let ttp = subjects_in(&r.js, "TTP").await;
+    for (subject, body, _) in &ttp {
+        assert_conforms(subject, body);
+    }
+    let tagged: Vec<&Value> = ttp
+        .iter()
+        .filter(|(s, _, _)| s == "ttp.tagged")
+        .map(|(_, b, _)| b)
+        .collect();
+    let of = |s: &str| tagged.iter().find(|b| b["session_id"] == json!(s)).unwrap();
+    assert_eq!(of("s1")["identity_uuid"], Value::Null);
+    assert_eq!(of("s2")["identity_uuid"], json!(x));
+    assert!(
+        of("s2")["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["identity_uuid"] == json!(x))
+    );
+    let events = subjects_in(&r.js, "EVENTS").await;
+    for (subject, body, _) in events.iter().filter(|(s, _, _)| s == "attacker.observed") {
+        assert_conforms(subject, body);
+    }
+    let dlq = subjects_in(&r.js, "DLQ").await;
+    assert_eq!(dlq.len(), 1, "only the self-merge is poison: {dlq:?}");
+    assert_eq!(
+        dlq[0].2["decnet-dlq-reason"],
+        "schema_error: loser_uuid: equals winner_uuid (an identity cannot merge into itself)"
     );
     r.stop.send(true).unwrap();
     r.task.await.unwrap().unwrap();
