@@ -37,9 +37,14 @@ fn session(i: usize) -> Value {
 }
 
 fn tagger(nats: &str, db: &str) -> Child {
-    // Each replica its own ops port: several run at once on this host.
+    tagger_with_ops(nats, db).0
+}
+
+/// A tagger replica and the address of its ops listener (each replica its own port: several
+/// run at once on this host).
+fn tagger_with_ops(nats: &str, db: &str) -> (Child, String) {
     let ops = format!("127.0.0.1:{}", free_port());
-    Command::new(env!("CARGO_BIN_EXE_decnet"))
+    let child = Command::new(env!("CARGO_BIN_EXE_decnet"))
         .args([
             "tagger",
             "--nats-url",
@@ -56,7 +61,22 @@ fn tagger(nats: &str, db: &str) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap()
+        .unwrap();
+    (child, ops)
+}
+
+/// One line of a replica's `/metrics`, by its prefix.
+fn metric(ops: &str, prefix: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(ops).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .map(str::to_owned)
 }
 
 /// Publish every body, keeping up to 500 acknowledgements in flight.
@@ -328,4 +348,99 @@ async fn the_tagger_rides_out_a_nats_restart_and_a_locked_database() {
     child.wait().unwrap();
     let want: BTreeSet<Uuid> = offline(&bodies).into_iter().flatten().collect();
     assert_eq!(stored_ids(&db).await, want);
+}
+
+/// A fresh PostgreSQL database for one test, from `DECNET_TEST_DATABASE_URL`; `None` (and a
+/// note on stderr) without it, a failure under `CI=true`.
+async fn fresh_postgres() -> Option<(String, String, sqlx::PgConnection)> {
+    use sqlx::Connection;
+    let Some(admin_url) = std::env::var("DECNET_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must set DECNET_TEST_DATABASE_URL: the PostgreSQL fault test cannot be skipped"
+        );
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "skipped: DECNET_TEST_DATABASE_URL is not set"
+        );
+        return None;
+    };
+    let name = format!("decnet_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    Some((admin_url, name, admin))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tagger_waits_out_an_unreachable_postgres() {
+    use std::net::ToSocketAddrs;
+    let Some((admin_url, name, mut admin)) = fresh_postgres().await else {
+        return;
+    };
+    // postgres://user@host:port/db → the server's address and the user.
+    let rest = admin_url
+        .split_once("://")
+        .map_or(admin_url.as_str(), |(_, r)| r);
+    let authority = rest.split('/').next().unwrap();
+    let (user, host) = authority
+        .rsplit_once('@')
+        .map_or(("", authority), |(u, h)| (u, h));
+    let target = host.to_socket_addrs().unwrap().next().unwrap();
+    let proxy = decnet_test_support::TcpProxy::start(target).unwrap();
+    let through_proxy = format!("postgres://{user}@127.0.0.1:{}/{name}", proxy.port());
+    let direct = format!("postgres://{authority}/{name}");
+
+    let server = NatsServer::start().unwrap();
+    let client = decnet_bus::connect(&server.url(), "pg-cut-test", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let js = jetstream::new(client);
+    decnet_bus::ensure_streams(&js, &["EVENTS", "TTP", "DLQ"])
+        .await
+        .unwrap();
+    let bodies: Vec<Value> = (0..6_000).map(session).collect();
+    let (early, late) = bodies.split_at(2_000);
+    publish_all(&js, "pg-cut-early", early).await;
+    let (mut child, ops) = tagger_with_ops(&server.url(), &through_proxy);
+    let db = open_db(&direct).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while (db.tag_count().await.unwrap_or(0) as usize) < 300 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress before the cut"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The database vanishes mid-stream for five seconds: connections die, new ones are
+    // refused. The tagger naks, backs off and catches up.
+    proxy.cut();
+    publish_all(&js, "pg-cut-late", late).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.restore();
+    settled(&js, &db, Duration::from_secs(300)).await;
+    let retried = metric(&ops, "decnet_tagger_messages_total{outcome=\"retried\"}");
+    assert!(
+        retried.is_some(),
+        "the outage was felt: messages were naked and redelivered"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the tagger outlived the outage"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let want: BTreeSet<Uuid> = offline(&bodies).into_iter().flatten().collect();
+    assert_eq!(stored_ids(&db).await, want);
+    db.close().await;
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
 }

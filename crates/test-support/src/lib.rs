@@ -3,6 +3,10 @@
 //! than the machine's shared server, and leave nothing behind: dropping the handle kills the
 //! process and removes the store.
 
+mod proxy;
+
+pub use proxy::TcpProxy;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
