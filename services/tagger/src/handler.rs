@@ -34,6 +34,7 @@ pub struct Tagger {
     pub(crate) db: Database,
     /// Woken after each commit so the outbox publisher sends at once.
     pub(crate) published: Arc<Notify>,
+    /// What the ops listener exports.
     pub(crate) metrics: TaggerMetrics,
 }
 
@@ -146,6 +147,9 @@ impl Tagger {
             .iter()
             .flat_map(|p| p.results.tags.iter().cloned())
             .collect();
+        // The store applies the batch's identity decisions before its tags, so a tag of a
+        // message just ahead of an `identity.formed` in the same batch may already carry the
+        // identity; tag ids do not depend on it, so replays stay silent either way.
         let identity: Vec<IdentityChange> =
             batch.iter().filter_map(|p| p.identity.clone()).collect();
         let results: Vec<MessageResults> = batch.iter().map(|p| p.results.clone()).collect();
