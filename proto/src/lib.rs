@@ -44,7 +44,7 @@ impl SubjectDef {
         let mut generator = SchemaGenerator::default();
         let mut schema = (self.schema)(&mut generator);
         let defs = generator.take_definitions(true);
-        let stream = stream_for_subject(&self.name.replace(['<', '>'], "")).map(|s| s.name);
+        let stream = self.stream().map(|s| s.name);
         if let Some(obj) = schema.as_object_mut() {
             let mut root = serde_json::Map::new();
             root.insert(
@@ -64,6 +64,12 @@ impl SubjectDef {
             *obj = root;
         }
         schema
+    }
+
+    /// The stream that stores this subject.
+    pub fn stream(&self) -> Option<&'static StreamDef> {
+        // Any token stands in for the wildcard: streams are bound by whole-token patterns.
+        stream_for_subject(&self.pattern.replace('*', "x"))
     }
 
     /// The schema as the checked-in file holds it: pretty JSON and a final newline.

@@ -24,8 +24,7 @@ pub(crate) fn run(args: &SchemaArgs) -> ExitCode {
     let mut out = std::io::stdout().lock();
     if args.list {
         for def in &SUBJECTS {
-            let stream = decnet_proto::stream_for_subject(&def.pattern.replace('*', "x"))
-                .map_or("-", |s| s.name);
+            let stream = def.stream().map_or("-", |s| s.name);
             let _ = writeln!(
                 out,
                 "{:<30} {:<8} proto/schemas/{}",
