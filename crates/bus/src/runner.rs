@@ -180,9 +180,6 @@ pub async fn run<H: Handler>(
     }
 }
 
-/// How long past its expiry a pull request may still be answered before it is given up.
-const FETCH_GRACE: Duration = Duration::from_secs(5);
-
 async fn fetch(consumer: &PullConsumer, config: &RunnerConfig) -> Result<Vec<Delivery>, BusError> {
     let mut messages = consumer
         .fetch()
@@ -192,22 +189,12 @@ async fn fetch(consumer: &PullConsumer, config: &RunnerConfig) -> Result<Vec<Del
         .await
         .map_err(|e| BusError::nats("fetching", e))?;
     let mut batch = Vec::new();
-    // The server ends a pull request when it expires; a request lost while the client
-    // reconnected to a restarted server is never ended, and waiting on it would stall the
-    // consumer for good. Past the expiry and a grace period the fetch ends here; anything the
-    // server still hands to it comes back after ack_wait.
-    let deadline = tokio::time::Instant::now() + config.fetch_wait + FETCH_GRACE;
-    loop {
-        match tokio::time::timeout_at(deadline, messages.next()).await {
-            Ok(Some(Ok(message))) => batch.push(Delivery { message }),
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
+    while let Some(message) = messages.next().await {
+        match message {
+            Ok(message) => batch.push(Delivery { message }),
+            Err(e) => {
                 // What was delivered so far is handled; the rest comes with the next fetch.
                 tracing::debug!(error = %e, "fetch ended early");
-                break;
-            }
-            Err(_) => {
-                tracing::warn!(consumer = %config.consumer, "a fetch outlived its expiry; starting a new one");
                 break;
             }
         }
