@@ -37,7 +37,7 @@ pub struct Batch<'a> {
     /// Attackers the batch's events saw.
     pub sightings: &'a [AttackerSighting],
     /// Tags to insert.
-    pub tags: &'a [Tag],
+    pub tags: &'a [&'a Tag],
 }
 
 /// What a batch created.
@@ -48,7 +48,8 @@ pub struct WriteOutcome {
     /// Attackers this batch gave an address: created with one, or known before only by
     /// uuid (an identity member). They are the ones intel has not been told about.
     pub new_attackers: Vec<Uuid>,
-    /// The identity each attacker of the batch's tags belongs to, where it has one.
+    /// The identity each attacker of the batch (sighted, or named by a tag) belongs to, where
+    /// it has one.
     pub identities: HashMap<Uuid, Uuid>,
 }
 
@@ -149,10 +150,11 @@ impl Database {
         tags: &[Tag],
         announce: impl FnOnce(&WriteOutcome) -> Vec<OutboxMessage>,
     ) -> Result<WriteOutcome, StorageError> {
+        let tags: Vec<&Tag> = tags.iter().collect();
         let batch = Batch {
             identity: &[],
             sightings: attackers,
-            tags,
+            tags: &tags,
         };
         self.write_batch(service, &batch, announce).await
     }
@@ -170,7 +172,7 @@ impl Database {
         let tags = batch.tags;
         let mut unique: Vec<&Tag> = Vec::with_capacity(tags.len());
         let mut seen = HashSet::new();
-        for tag in tags {
+        for &tag in tags {
             if seen.insert(tag.uuid) {
                 unique.push(tag);
             }
@@ -185,8 +187,10 @@ impl Database {
                 identity::apply_sqlite(&mut tx, batch.identity, now).await?;
                 let mut existing: HashSet<Uuid> = HashSet::new();
                 for chunk in attackers.chunks(ROWS_PER_STATEMENT) {
+                    // One read serves both: which attackers already had an address, and the
+                    // identity each has after this batch's identity decisions.
                     let mut q = QueryBuilder::<Sqlite>::new(
-                        "SELECT uuid FROM attacker WHERE ip IS NOT NULL AND uuid IN (",
+                        "SELECT uuid, ip IS NOT NULL AS addressed, identity_uuid FROM attacker WHERE uuid IN (",
                     );
                     let mut list = q.separated(", ");
                     for a in chunk {
@@ -194,8 +198,16 @@ impl Database {
                     }
                     q.push(")");
                     for row in q.build().fetch_all(&mut *tx).await? {
-                        let text: String = row.get("uuid");
-                        existing.extend(text.parse::<Uuid>().ok());
+                        let Ok(uuid) = row.get::<String, _>("uuid").parse::<Uuid>() else {
+                            continue;
+                        };
+                        if row.get::<bool, _>("addressed") {
+                            existing.insert(uuid);
+                        }
+                        let identity: Option<String> = row.get("identity_uuid");
+                        if let Some(i) = identity.and_then(|i| i.parse().ok()) {
+                            outcome.identities.insert(uuid, i);
+                        }
                     }
                     let mut q = QueryBuilder::<Sqlite>::new(
                         "INSERT INTO attacker (uuid, ip, first_seen, last_seen) ",
@@ -212,7 +224,7 @@ impl Database {
                     );
                     q.build().execute(&mut *tx).await?;
                 }
-                let members = unresolved(&unique);
+                let members = unresolved(&unique, &attackers);
                 for chunk in members.chunks(ROWS_PER_STATEMENT) {
                     let mut q = QueryBuilder::<Sqlite>::new(
                         "SELECT uuid, identity_uuid FROM attacker WHERE identity_uuid IS NOT NULL AND uuid IN (",
@@ -271,14 +283,22 @@ impl Database {
                 let mut existing: HashSet<Uuid> = HashSet::new();
                 for chunk in attackers.chunks(ROWS_PER_STATEMENT) {
                     let ids: Vec<Uuid> = chunk.iter().map(|a| a.uuid).collect();
+                    // One read serves both: which attackers already had an address, and the
+                    // identity each has after this batch's identity decisions.
                     for row in sqlx::query(
-                        "SELECT uuid FROM attacker WHERE ip IS NOT NULL AND uuid = ANY($1)",
+                        "SELECT uuid, ip IS NOT NULL AS addressed, identity_uuid FROM attacker WHERE uuid = ANY($1)",
                     )
                     .bind(&ids)
                     .fetch_all(&mut *tx)
                     .await?
                     {
-                        existing.insert(row.get("uuid"));
+                        let uuid: Uuid = row.get("uuid");
+                        if row.get::<bool, _>("addressed") {
+                            existing.insert(uuid);
+                        }
+                        if let Some(i) = row.get::<Option<Uuid>, _>("identity_uuid") {
+                            outcome.identities.insert(uuid, i);
+                        }
                     }
                     let mut q = QueryBuilder::<Postgres>::new(
                         "INSERT INTO attacker (uuid, ip, first_seen, last_seen) ",
@@ -295,7 +315,7 @@ impl Database {
                     );
                     q.build().execute(&mut *tx).await?;
                 }
-                let members = unresolved(&unique);
+                let members = unresolved(&unique, &attackers);
                 if !members.is_empty() {
                     for row in sqlx::query(
                         "SELECT uuid, identity_uuid FROM attacker WHERE identity_uuid IS NOT NULL AND uuid = ANY($1)",
@@ -531,9 +551,10 @@ fn merge_sightings(attackers: &[AttackerSighting]) -> Vec<Seen> {
     out
 }
 
-/// Attackers of tags that carry no identity of their own, whose recorded one they take.
-fn unresolved(tags: &[&Tag]) -> Vec<Uuid> {
-    let mut seen = HashSet::new();
+/// Attackers of tags that carry no identity of their own and that the batch's sightings did
+/// not already look up (none when every tag's attacker was sighted, as the tagger's are).
+fn unresolved(tags: &[&Tag], sighted: &[Seen]) -> Vec<Uuid> {
+    let mut seen: HashSet<Uuid> = sighted.iter().map(|a| a.uuid).collect();
     tags.iter()
         .filter(|t| t.identity_uuid.is_none())
         .filter_map(|t| t.attacker_uuid)

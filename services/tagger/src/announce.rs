@@ -81,7 +81,7 @@ impl Identities<'_> {
 
 /// The outbox of one committed batch.
 pub(crate) fn announce(
-    results: &[MessageResults],
+    results: &[&MessageResults],
     outcome: &WriteOutcome,
     index: &RuleIndex,
     now: DateTime<Utc>,

@@ -16,7 +16,7 @@ use decnet_ttp::anchor::{attacker_uuid_for_ip, canonical_ip};
 use decnet_ttp::engine::SuppressReason;
 use decnet_ttp::fanout::{self, FanoutError};
 use decnet_ttp::ratelimit::RateLimiter;
-use decnet_ttp::{EvalEvent, RuleIndex};
+use decnet_ttp::{EvalEvent, RuleIndex, Tag};
 use serde_json::Value;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -143,16 +143,13 @@ impl Tagger {
             .iter()
             .flat_map(|p| p.sightings.iter().cloned())
             .collect();
-        let tags: Vec<_> = batch
-            .iter()
-            .flat_map(|p| p.results.tags.iter().cloned())
-            .collect();
+        let tags: Vec<&Tag> = batch.iter().flat_map(|p| &p.results.tags).collect();
         // The store applies the batch's identity decisions before its tags, so a tag of a
         // message just ahead of an `identity.formed` in the same batch may already carry the
         // identity; tag ids do not depend on it, so replays stay silent either way.
         let identity: Vec<IdentityChange> =
             batch.iter().filter_map(|p| p.identity.clone()).collect();
-        let results: Vec<MessageResults> = batch.iter().map(|p| p.results.clone()).collect();
+        let results: Vec<&MessageResults> = batch.iter().map(|p| &p.results).collect();
         let index = Arc::clone(&self.index);
         let batch = Batch {
             identity: &identity,
