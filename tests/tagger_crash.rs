@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use bytes::Bytes;
 use decnet_storage::{Database, Options};
-use decnet_test_support::{NatsServer, free_port};
+use decnet_test_support::{FreshPostgres, NatsServer, free_port};
 use decnet_ttp::fanout::from_message;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -57,7 +57,11 @@ fn tagger_with_ops(nats: &str, db: &str) -> (Child, String) {
             &ops,
         ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("DECNET_LOG", "error")
+        // DECNET_CRASH_LOG=warn,decnet_bus=debug shows what a replica did when a test fails.
+        .env(
+            "DECNET_LOG",
+            std::env::var("DECNET_CRASH_LOG").unwrap_or("error".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -124,6 +128,30 @@ fn offline(bodies: &[Value]) -> Vec<BTreeSet<Uuid>> {
         .collect()
 }
 
+/// A JetStream context on `server` with the tagger's streams in place.
+async fn bus(server: &NatsServer, name: &str) -> jetstream::Context {
+    let client = decnet_bus::connect(&server.url(), name, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let js = jetstream::new(client);
+    decnet_bus::ensure_streams(&js, &["EVENTS", "TTP", "DLQ"])
+        .await
+        .unwrap();
+    js
+}
+
+/// Wait until the tagger has written `n` tags: it is mid-stream, and a fault can strike.
+async fn progress(db: &Database, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while (db.tag_count().await.unwrap_or(0) as usize) < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress: fewer than {n} tags"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn open_db(url: &str) -> Database {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -174,13 +202,7 @@ async fn pending(js: &jetstream::Context) -> Option<(u64, usize)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tagger_killed_mid_stream_loses_and_duplicates_nothing() {
     let server = NatsServer::start().unwrap();
-    let client = decnet_bus::connect(&server.url(), "crash-test", Duration::from_secs(5))
-        .await
-        .unwrap();
-    let js = jetstream::new(client);
-    decnet_bus::ensure_streams(&js, &["EVENTS", "TTP", "DLQ"])
-        .await
-        .unwrap();
+    let js = bus(&server, "crash-test").await;
     let bodies: Vec<Value> = (0..EVENTS).map(session).collect();
     publish_all(&js, "attacker.session.ended:decoy-01:crash", &bodies).await;
     let per_body = offline(&bodies);
@@ -190,18 +212,7 @@ async fn a_tagger_killed_mid_stream_loses_and_duplicates_nothing() {
     let db_url = format!("sqlite://{}", dir.path().join("decnet.db").display());
     let mut first = tagger(&server.url(), &db_url);
     let db = open_db(&db_url).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let n = db.tag_count().await.unwrap_or(0) as usize;
-        if n >= want.len() / 3 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the tagger made no progress ({n})"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    progress(&db, want.len() / 3).await;
     first.kill().unwrap(); // SIGKILL: no drain, no final publish.
     first.wait().unwrap();
     let at_kill = db.tag_count().await.unwrap() as usize;
@@ -268,13 +279,7 @@ async fn a_tagger_killed_mid_stream_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_split_the_work_and_write_the_table_of_one() {
     let server = NatsServer::start().unwrap();
-    let client = decnet_bus::connect(&server.url(), "replica-test", Duration::from_secs(5))
-        .await
-        .unwrap();
-    let js = jetstream::new(client);
-    decnet_bus::ensure_streams(&js, &["EVENTS", "TTP", "DLQ"])
-        .await
-        .unwrap();
+    let js = bus(&server, "replica-test").await;
     let bodies: Vec<Value> = (0..4_000).map(session).collect();
     publish_all(&js, "replicas", &bodies).await;
     let want: BTreeSet<Uuid> = offline(&bodies).into_iter().flatten().collect();
@@ -294,13 +299,7 @@ async fn two_replicas_split_the_work_and_write_the_table_of_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tagger_rides_out_a_nats_restart_and_a_locked_database() {
     let mut server = NatsServer::start().unwrap();
-    let client = decnet_bus::connect(&server.url(), "restart-test", Duration::from_secs(5))
-        .await
-        .unwrap();
-    let js = jetstream::new(client);
-    decnet_bus::ensure_streams(&js, &["EVENTS", "TTP", "DLQ"])
-        .await
-        .unwrap();
+    let js = bus(&server, "restart-test").await;
     let bodies: Vec<Value> = (0..6_000).map(session).collect();
     let (early, late) = bodies.split_at(3_000);
     publish_all(&js, "restart-early", early).await;
@@ -308,14 +307,7 @@ async fn the_tagger_rides_out_a_nats_restart_and_a_locked_database() {
     let db_url = format!("sqlite://{}", dir.path().join("decnet.db").display());
     let mut child = tagger(&server.url(), &db_url);
     let db = open_db(&db_url).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while (db.tag_count().await.unwrap_or(0) as usize) < 500 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no progress before the restart"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    progress(&db, 500).await;
     // The server dies mid-stream and comes back on the same store.
     server.kill();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -350,74 +342,29 @@ async fn the_tagger_rides_out_a_nats_restart_and_a_locked_database() {
     assert_eq!(stored_ids(&db).await, want);
 }
 
-/// A fresh PostgreSQL database for one test, from `DECNET_TEST_DATABASE_URL`; `None` (and a
-/// note on stderr) without it, a failure under `CI=true`.
-async fn fresh_postgres() -> Option<(String, String, sqlx::PgConnection)> {
-    use sqlx::Connection;
-    let Some(admin_url) = std::env::var("DECNET_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must set DECNET_TEST_DATABASE_URL: the PostgreSQL fault test cannot be skipped"
-        );
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "skipped: DECNET_TEST_DATABASE_URL is not set"
-        );
-        return None;
-    };
-    let name = format!("decnet_test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    Some((admin_url, name, admin))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tagger_waits_out_an_unreachable_postgres() {
     use std::net::ToSocketAddrs;
-    let Some((admin_url, name, mut admin)) = fresh_postgres().await else {
+    let Some(pg) = FreshPostgres::create("the PostgreSQL outage test").await else {
         return;
     };
-    // postgres://user@host:port/db → the server's address and the user.
-    let rest = admin_url
-        .split_once("://")
-        .map_or(admin_url.as_str(), |(_, r)| r);
-    let authority = rest.split('/').next().unwrap();
-    let (user, host) = authority
+    // user@host:port → the server's address and the user, to put the proxy between.
+    let (user, host) = pg
+        .authority
         .rsplit_once('@')
-        .map_or(("", authority), |(u, h)| (u, h));
+        .map_or(("", pg.authority.as_str()), |(u, h)| (u, h));
     let target = host.to_socket_addrs().unwrap().next().unwrap();
     let proxy = decnet_test_support::TcpProxy::start(target).unwrap();
-    let through_proxy = format!("postgres://{user}@127.0.0.1:{}/{name}", proxy.port());
-    let direct = format!("postgres://{authority}/{name}");
+    let through_proxy = format!("postgres://{user}@127.0.0.1:{}/{}", proxy.port(), pg.name);
 
     let server = NatsServer::start().unwrap();
-    let client = decnet_bus::connect(&server.url(), "pg-cut-test", Duration::from_secs(5))
-        .await
-        .unwrap();
-    let js = jetstream::new(client);
-    decnet_bus::ensure_streams(&js, &["EVENTS", "TTP", "DLQ"])
-        .await
-        .unwrap();
+    let js = bus(&server, "pg-cut-test").await;
     let bodies: Vec<Value> = (0..6_000).map(session).collect();
     let (early, late) = bodies.split_at(2_000);
     publish_all(&js, "pg-cut-early", early).await;
     let (mut child, ops) = tagger_with_ops(&server.url(), &through_proxy);
-    let db = open_db(&direct).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while (db.tag_count().await.unwrap_or(0) as usize) < 300 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no progress before the cut"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let db = open_db(&pg.url).await;
+    progress(&db, 300).await;
     // The database vanishes mid-stream for five seconds: connections die, new ones are
     // refused. The tagger naks, backs off and catches up.
     proxy.cut();
@@ -439,8 +386,5 @@ async fn the_tagger_waits_out_an_unreachable_postgres() {
     let want: BTreeSet<Uuid> = offline(&bodies).into_iter().flatten().collect();
     assert_eq!(stored_ids(&db).await, want);
     db.close().await;
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    pg.remove().await;
 }

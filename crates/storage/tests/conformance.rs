@@ -12,10 +12,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use decnet_storage::{
     AttackerSighting, Batch, Database, IdentityChange, Options, OutboxMessage, Scope, WriteOutcome,
 };
+use decnet_test_support::FreshPostgres;
 use decnet_ttp::fanout::from_message;
 use decnet_ttp::{Pack, RuleIndex, Tag, load_dir};
 use serde_json::json;
-use sqlx::Connection;
 use uuid::Uuid;
 
 static PACK: LazyLock<Pack> = LazyLock::new(|| {
@@ -84,40 +84,15 @@ where
     body(db.clone()).await;
     db.close().await;
 
-    let Some(admin_url) = std::env::var("DECNET_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must set DECNET_TEST_DATABASE_URL: the PostgreSQL half of this test cannot be skipped"
-        );
-        use std::io::Write;
-        // The test harness shows a passing test's stderr only on request; the skip is said
-        // on the terminal as well as in the captured output.
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "PostgreSQL half skipped: DECNET_TEST_DATABASE_URL is not set"
-        );
+    let Some(pg) = FreshPostgres::create("the PostgreSQL half of this test").await else {
         return;
     };
-    let name = format!("decnet_test_{}", Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
+    let db = Database::connect(&pg.url, &Options::default())
         .await
         .unwrap();
-    let url = match admin_url.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{name}"),
-        None => panic!("DECNET_TEST_DATABASE_URL has no database name: {admin_url}"),
-    };
-    let db = Database::connect(&url, &Options::default()).await.unwrap();
     let outcome = tokio::spawn(body(db.clone())).await;
     db.close().await;
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    pg.remove().await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic.into_panic());
     }

@@ -3,8 +3,10 @@
 //! than the machine's shared server, and leave nothing behind: dropping the handle kills the
 //! process and removes the store.
 
+mod postgres;
 mod proxy;
 
+pub use postgres::FreshPostgres;
 pub use proxy::TcpProxy;
 
 use std::net::{TcpListener, TcpStream};
