@@ -2,6 +2,7 @@
 //! typed payload of every subject, from which the JSON Schemas in `proto/schemas/` are
 //! generated (`decnet schema SUBJECT` prints one).
 
+pub mod control;
 pub mod payload;
 pub mod streams;
 pub mod subject;

@@ -1,6 +1,7 @@
 //! Command-line definitions and dispatch.
 
 mod publish;
+mod rule_state;
 mod rules;
 mod schema;
 mod service;
@@ -48,6 +49,9 @@ enum Command {
     Rules(rules::RulesCommand),
     /// The tagger service: source events from JetStream in, tags in the database out.
     Tagger(service::TaggerArgs),
+    /// The rule-store master: watches the rules directory, keeps rule definitions and states,
+    /// publishes them on the RULES stream, answers rule-state requests.
+    Rulestore(service::RulestoreArgs),
     /// Every available service in one process on embedded defaults (SQLite under the data
     /// directory, NATS at the URL or a nats-server child it starts).
     Up(service::UpArgs),
@@ -88,6 +92,7 @@ pub(crate) fn run(cli: Cli) -> ExitCode {
         Command::Tag(args) => tag::run(&args),
         Command::Rules(command) => rules::run(command),
         Command::Tagger(args) => service::tagger(&args),
+        Command::Rulestore(args) => service::rulestore(&args),
         Command::Up(args) => service::up(&args),
         Command::Publish(args) => publish::run(&args),
         Command::Tail(args) => tail::run(&args),

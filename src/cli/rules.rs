@@ -2,7 +2,8 @@
 //!
 //! `validate` prints every problem of a pack with file, line and field; `list` shows what the
 //! pack holds; `test` scores each rule against a labelled corpus; `coverage` writes an ATT&CK
-//! Navigator layer of what the pack can detect.
+//! Navigator layer of what the pack can detect; `disable`, `clip` and `enable` change a rule's
+//! operational state through the rule store.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -42,6 +43,12 @@ pub(crate) enum RulesCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Disable a rule in every tagger (through the rule store): `--reason` required.
+    Disable(super::rule_state::DisableArgs),
+    /// Cap a rule's confidences at `--ceiling` in every tagger: `--reason` required.
+    Clip(super::rule_state::ClipArgs),
+    /// Return a rule to enabled with no ceiling.
+    Enable(super::rule_state::EnableArgs),
     /// Write an ATT&CK Navigator (layer 4.5) file of the techniques the pack can tag.
     Coverage {
         #[command(flatten)]
@@ -64,6 +71,9 @@ pub(crate) fn run(command: RulesCommand) -> ExitCode {
         } => with_pack(&rules.path, |loaded| {
             test(&loaded.pack, &corpus, &selection, json)
         }),
+        RulesCommand::Disable(args) => super::rule_state::disable(&args),
+        RulesCommand::Clip(args) => super::rule_state::clip(&args),
+        RulesCommand::Enable(args) => super::rule_state::enable(&args),
         RulesCommand::Coverage { rules, navigator } => {
             with_pack(&rules.path, |loaded| coverage(&loaded.pack, &navigator))
         }

@@ -1,6 +1,7 @@
-//! `decnet tagger` and `decnet up`: the services, run from the command line.
+//! `decnet tagger`, `decnet rulestore` and `decnet up`: the services, run from the command
+//! line.
 //!
-//! Both stop cleanly on SIGTERM or Ctrl-C: fetching stops, the batch in hand is finished and
+//! Each stops cleanly on SIGTERM or Ctrl-C: fetching stops, the work in hand is finished and
 //! acked, the outbox is published, then the process exits.
 
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use decnet_ops::Ops;
+use decnet_rulestore::RulestoreConfig;
 use decnet_tagger::TaggerConfig;
 use tokio::sync::watch;
 
@@ -42,8 +44,8 @@ impl Shared {
 pub(crate) struct TaggerArgs {
     #[command(flatten)]
     shared: Shared,
-    /// Rules directory, loaded and validated at start. Required until the rule-store master
-    /// and its RULES stream land (issue 5); the tagger then follows the stream when unset.
+    /// Rules directory, loaded and validated at start (a single host without a rule store);
+    /// unset, the tagger loads its rules from the RULES stream and follows it.
     #[arg(long = "rules-dir", env = "DECNET_RULES_DIR")]
     rules_dir: Option<PathBuf>,
     /// Messages per fetch and per transaction.
@@ -58,12 +60,36 @@ pub(crate) struct TaggerArgs {
     ops_listen: SocketAddr,
 }
 
+/// `decnet rulestore`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RulestoreArgs {
+    #[command(flatten)]
+    shared: Shared,
+    /// The rules directory the store owns and watches.
+    #[arg(
+        long = "rules-dir",
+        env = "DECNET_RULES_DIR",
+        default_value = "./rules/ttp"
+    )]
+    rules_dir: PathBuf,
+    /// How long a burst of file events must be quiet before the files are read, in ms.
+    #[arg(long, env = "DECNET_RULESTORE_SETTLE_MS", default_value_t = 10)]
+    settle_ms: u64,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    #[arg(
+        long,
+        env = "DECNET_RULESTORE_OPS_LISTEN",
+        default_value = "127.0.0.1:9102"
+    )]
+    ops_listen: SocketAddr,
+}
+
 /// `decnet up`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct UpArgs {
     #[command(flatten)]
     shared: Shared,
-    /// Rules directory for the tagger.
+    /// Rules directory the in-process rule store watches; the tagger follows the store.
     #[arg(
         long = "rules-dir",
         env = "DECNET_RULES_DIR",
@@ -85,9 +111,11 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime starts")
 }
 
-/// A watch that turns true on SIGTERM or Ctrl-C.
-fn shutdown_signal() -> watch::Receiver<bool> {
+/// A watch that turns true on SIGTERM or Ctrl-C, and its sender for stopping on failure.
+fn shutdown_signal() -> (Arc<watch::Sender<bool>>, watch::Receiver<bool>) {
     let (tx, rx) = watch::channel(false);
+    let tx = Arc::new(tx);
+    let signal = Arc::clone(&tx);
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
@@ -103,14 +131,25 @@ fn shutdown_signal() -> watch::Receiver<bool> {
         #[cfg(not(unix))]
         let _ = ctrl_c.await;
         tracing::info!("shutting down: finishing the work in hand");
-        let _ = tx.send(true);
+        let _ = signal.send(true);
     });
-    rx
+    (tx, rx)
 }
 
-/// Run the tagger with its ops listener on `ops_listen`; `flag` names the option that set
-/// the address, for the error when it cannot be bound.
-fn run_tagger(config: &TaggerConfig, ops_listen: SocketAddr, flag: &str) -> ExitCode {
+/// A service run in this process: its name for messages and its future.
+type Service<'a> = (
+    &'static str,
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + 'a>>,
+);
+
+/// Run services with one ops listener on `ops_listen` until SIGTERM or Ctrl-C, or until one of
+/// them fails, which stops the others (a tagger following a rule store that could not start
+/// would wait for rules forever); `flag` names the option that set the address.
+fn run_services<'a>(
+    ops_listen: SocketAddr,
+    flag: &str,
+    services: impl FnOnce(Arc<Ops>, watch::Receiver<bool>) -> Vec<Service<'a>>,
+) -> ExitCode {
     runtime().block_on(async {
         let listener = match decnet_ops::bind(ops_listen).await {
             Ok(l) => l,
@@ -121,42 +160,87 @@ fn run_tagger(config: &TaggerConfig, ops_listen: SocketAddr, flag: &str) -> Exit
                 return ExitCode::from(EXIT_UNUSABLE);
             }
         };
-        let shutdown = shutdown_signal();
+        let (stop, shutdown) = shutdown_signal();
         let ops = Ops::new();
         let listener = tokio::spawn(decnet_ops::serve(
             listener,
             Arc::clone(&ops),
             shutdown.clone(),
         ));
-        let result = decnet_tagger::run_with(config, &ops, shutdown).await;
-        listener.abort();
-        match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                report(&format!("decnet tagger: {e}"));
-                ExitCode::from(EXIT_UNUSABLE)
+        let mut running: Vec<_> = services(Arc::clone(&ops), shutdown)
+            .into_iter()
+            .map(|(name, future)| Box::pin(async move { (name, future.await) }))
+            .collect();
+        let mut code = ExitCode::SUCCESS;
+        while !running.is_empty() {
+            let ((name, result), _, rest) = futures_util::future::select_all(running).await;
+            running = rest;
+            if let Err(e) = result {
+                report(&format!("decnet {name}: {e}"));
+                code = ExitCode::from(EXIT_UNUSABLE);
+                let _ = stop.send(true);
             }
         }
+        listener.abort();
+        code
     })
 }
 
 pub(crate) fn tagger(args: &TaggerArgs) -> ExitCode {
-    let Some(rules_dir) = &args.rules_dir else {
-        report(
-            "decnet tagger: --rules-dir (DECNET_RULES_DIR) is required: this build has no rule-store master to follow",
-        );
-        return ExitCode::from(EXIT_UNUSABLE);
-    };
     let mut config = TaggerConfig::new(
         &args.shared.nats_url,
         &args.shared.database_url(),
-        rules_dir.clone(),
+        args.rules_dir.clone(),
     );
     config.batch = args.batch;
-    run_tagger(
-        &config,
+    run_services(
         args.ops_listen,
         "--ops-listen, DECNET_TAGGER_OPS_LISTEN",
+        |ops, shutdown| vec![tagger_service(config, ops, shutdown)],
+    )
+}
+
+fn tagger_service<'a>(
+    config: TaggerConfig,
+    ops: Arc<Ops>,
+    shutdown: watch::Receiver<bool>,
+) -> Service<'a> {
+    (
+        "tagger",
+        Box::pin(async move {
+            decnet_tagger::run_with(&config, &ops, shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        }),
+    )
+}
+
+fn rulestore_service<'a>(
+    config: RulestoreConfig,
+    ops: Arc<Ops>,
+    shutdown: watch::Receiver<bool>,
+) -> Service<'a> {
+    (
+        "rulestore",
+        Box::pin(async move {
+            decnet_rulestore::run_with(&config, &ops, shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        }),
+    )
+}
+
+pub(crate) fn rulestore(args: &RulestoreArgs) -> ExitCode {
+    let mut config = RulestoreConfig::new(
+        &args.shared.nats_url,
+        &args.shared.database_url(),
+        args.rules_dir.clone(),
+    );
+    config.settle = Duration::from_millis(args.settle_ms);
+    run_services(
+        args.ops_listen,
+        "--ops-listen, DECNET_RULESTORE_OPS_LISTEN",
+        |ops, shutdown| vec![rulestore_service(config, ops, shutdown)],
     )
 }
 
@@ -234,22 +318,25 @@ pub(crate) fn up(args: &UpArgs) -> ExitCode {
             }
         }
     }
-    let config = TaggerConfig::new(
-        &args.shared.nats_url,
-        &args.shared.database_url(),
-        args.rules_dir.clone(),
-    );
+    let database_url = args.shared.database_url();
+    let store = RulestoreConfig::new(&args.shared.nats_url, &database_url, args.rules_dir.clone());
+    let tagger = TaggerConfig::new(&args.shared.nats_url, &database_url, None);
     report(&format!(
-        "decnet up: tagger on {} with rules from {}, tags in {}; health and metrics on http://{}",
-        args.shared.nats_url,
+        "decnet up: rule store watching {} and a tagger following it, on {}, data in {}; health and metrics on http://{}",
         args.rules_dir.display(),
-        config.database_url,
+        args.shared.nats_url,
+        database_url,
         args.ops_listen
     ));
-    let code = run_tagger(
-        &config,
+    let code = run_services(
         args.ops_listen,
         "--ops-listen, DECNET_UP_OPS_LISTEN",
+        |ops, shutdown| {
+            vec![
+                rulestore_service(store, Arc::clone(&ops), shutdown.clone()),
+                tagger_service(tagger, ops, shutdown),
+            ]
+        },
     );
     if let Some(mut c) = child {
         let _ = c.kill();

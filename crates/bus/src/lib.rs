@@ -1,13 +1,15 @@
 //! NATS JetStream plumbing every service shares (EVENTS.md §2): connecting, the stream
 //! definitions and their idempotent creation, durable pull consumers whose configuration is
 //! checked against what the server kept, the consumer runner (ack after commit, nak with a
-//! growing delay, dead letters for poison), and publishing with `Nats-Msg-Id`.
+//! growing delay, dead letters for poison), publishing with `Nats-Msg-Id`, and publishing a
+//! service's outbox after its commits.
 //!
 //! The client is built without the `server_2_10`+ features of `async-nats`: the oldest server
 //! we support is 2.9, and the compiler then refuses any API that needs a newer one.
 
 mod connect;
 mod consumer;
+pub mod outbox;
 mod publish;
 mod runner;
 mod streams;

@@ -13,6 +13,8 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
@@ -60,6 +62,9 @@ impl Health {
 pub struct Ops {
     registry: Mutex<Registry>,
     services: Mutex<Vec<Arc<Health>>>,
+    /// `decnet_outbox_pending{service}`, shared: services run together under `decnet up`
+    /// and one metric name may be registered only once.
+    outbox: std::sync::OnceLock<Family<Vec<(&'static str, String)>, Gauge>>,
 }
 
 impl Ops {
@@ -79,6 +84,24 @@ impl Ops {
             .unwrap_or_else(PoisonError::into_inner)
             .push(Arc::clone(&health));
         health
+    }
+
+    /// The `decnet_outbox_pending` gauge of `service` (EVENTS.md §2.4).
+    pub fn outbox_pending(&self, service: &str) -> Gauge {
+        let family = self.outbox.get_or_init(|| {
+            let family = Family::default();
+            self.register(|r| {
+                r.register(
+                    "decnet_outbox_pending",
+                    "Staged messages not yet published, by service",
+                    family.clone(),
+                );
+            });
+            family
+        });
+        family
+            .get_or_create(&vec![("service", service.to_owned())])
+            .clone()
     }
 
     /// Register metrics in the shared registry.

@@ -1,4 +1,4 @@
-//! The tag store: one API over SQLite (the embedded default, a file under the data
+//! The tag and rule store: one API over SQLite (the embedded default, a file under the data
 //! directory) and PostgreSQL (a swarm), with the same migrations and the same conformance
 //! suite on both (STORAGE.md).
 //!
@@ -11,6 +11,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::error::ErrorKind;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -18,11 +19,13 @@ use sqlx::sqlite::{
 
 mod identity;
 mod outbox;
+mod rules;
 mod tags;
 mod time;
 
 pub use identity::{IdentityChange, IdentityRow};
 pub use outbox::{OutboxMessage, PendingMessage};
+pub use rules::{NewRule, StoredRule, StoredRuleState};
 pub use tags::{AttackerSighting, Batch, Scope, StoredTag, TechniqueRollup, WriteOutcome};
 
 /// A connected, migrated store.
@@ -45,7 +48,11 @@ pub enum StorageError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A query failed.
     #[error("{0}")]
-    Query(#[from] sqlx::Error),
+    Query(#[source] sqlx::Error),
+    /// The schema refused a row: a CHECK, foreign key, unique or not-null constraint (or a
+    /// value outside a column's range). Permanent: the same row is refused on every retry.
+    #[error("the schema refused the row: {0}")]
+    Constraint(String),
     /// A stored value could not be read back.
     #[error("stored {column} is unreadable: {value:?}")]
     Corrupt {
@@ -54,6 +61,25 @@ pub enum StorageError {
         /// What it held.
         value: String,
     },
+}
+
+impl From<sqlx::Error> for StorageError {
+    /// Constraint failures get their own variant so callers can tell "the row is wrong" from
+    /// "the query failed" without knowing either backend's error codes.
+    fn from(e: sqlx::Error) -> StorageError {
+        if let sqlx::Error::Database(db) = &e
+            && matches!(
+                db.kind(),
+                ErrorKind::CheckViolation
+                    | ErrorKind::ForeignKeyViolation
+                    | ErrorKind::UniqueViolation
+                    | ErrorKind::NotNullViolation
+            )
+        {
+            return StorageError::Constraint(db.message().to_owned());
+        }
+        StorageError::Query(e)
+    }
 }
 
 impl StorageError {

@@ -27,6 +27,7 @@ pub mod pack;
 pub mod pattern;
 pub mod ratelimit;
 pub mod rule;
+pub mod source;
 pub mod state;
 pub mod tag;
 pub mod validate;

@@ -116,7 +116,7 @@ async fn tagger(
     database_url: &str,
 ) -> (Duration, i64) {
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules/ttp");
-    let mut config = TaggerConfig::new(&server.url(), database_url, rules);
+    let mut config = TaggerConfig::new(&server.url(), database_url, Some(rules));
     config.fetch_wait = Duration::from_millis(100);
     if let Some(batch) = std::env::var("DECNET_TAGGER_BATCH")
         .ok()

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use decnet_bus::{Delivery, Handler, Outcome, Poison};
 use decnet_storage::{AttackerSighting, Batch, Database, IdentityChange, StorageError};
@@ -29,7 +30,9 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// The tagger's batch handler.
 pub struct Tagger {
-    pub(crate) index: Arc<RuleIndex>,
+    /// The live rule set; each batch evaluates and announces on one snapshot, so a reload
+    /// lands between batches, never inside one.
+    pub(crate) rules: Arc<ArcSwap<RuleIndex>>,
     pub(crate) limiter: RateLimiter,
     pub(crate) db: Database,
     /// Woken after each commit so the outbox publisher sends at once.
@@ -62,7 +65,12 @@ fn fanout_code(e: &FanoutError) -> &'static str {
 }
 
 impl Tagger {
-    fn prepare(&mut self, d: &Delivery, now: DateTime<Utc>) -> Result<Option<Prepared>, Outcome> {
+    fn prepare(
+        &mut self,
+        index: &Arc<RuleIndex>,
+        d: &Delivery,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Prepared>, Outcome> {
         if d.payload().len() > MAX_BODY_BYTES {
             return Err(poison(
                 "too_large",
@@ -84,7 +92,6 @@ impl Tagger {
         if fanout.events.is_empty() && identity.is_none() {
             return Ok(None);
         }
-        let index = Arc::clone(&self.index);
         let limit_of = |id: &str| {
             index
                 .get(id)
@@ -137,7 +144,12 @@ impl Tagger {
         }))
     }
 
-    async fn write(&self, batch: &[&Prepared], now: DateTime<Utc>) -> Result<(), StorageError> {
+    async fn write(
+        &self,
+        index: &RuleIndex,
+        batch: &[&Prepared],
+        now: DateTime<Utc>,
+    ) -> Result<(), StorageError> {
         // Every sighting goes down: the store keeps each attacker's earliest and latest.
         let sightings: Vec<AttackerSighting> = batch
             .iter()
@@ -150,7 +162,6 @@ impl Tagger {
         let identity: Vec<IdentityChange> =
             batch.iter().filter_map(|p| p.identity.clone()).collect();
         let results: Vec<&MessageResults> = batch.iter().map(|p| &p.results).collect();
-        let index = Arc::clone(&self.index);
         let batch = Batch {
             identity: &identity,
             sightings: &sightings,
@@ -159,7 +170,7 @@ impl Tagger {
         let outcome = self
             .db
             .write_batch("tagger", &batch, |outcome| {
-                announce(&results, outcome, &index, now)
+                announce(&results, outcome, index, now)
             })
             .await?;
         self.metrics
@@ -345,9 +356,10 @@ impl Tagger {
     async fn settle(&mut self, batch: &[Delivery]) -> Vec<Outcome> {
         let now = Utc::now();
         let mut outcomes = vec![Outcome::Done; batch.len()];
+        let index = self.rules.load_full();
         let mut work: Vec<(usize, Prepared)> = Vec::new();
         for (i, d) in batch.iter().enumerate() {
-            match self.prepare(d, now) {
+            match self.prepare(&index, d, now) {
                 Ok(Some(p)) => work.push((i, p)),
                 Ok(None) => {}
                 Err(outcome) => outcomes[i] = outcome,
@@ -357,7 +369,7 @@ impl Tagger {
             return outcomes;
         }
         let all: Vec<&Prepared> = work.iter().map(|(_, p)| p).collect();
-        match self.write(&all, now).await {
+        match self.write(&index, &all, now).await {
             Ok(()) => {}
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, messages = work.len(), "database unavailable; the batch will be redelivered");
@@ -368,7 +380,7 @@ impl Tagger {
             Err(e) => {
                 tracing::warn!(error = %e, "a row was refused; writing the batch message by message");
                 for (i, p) in &work {
-                    outcomes[*i] = match self.write(&[p], now).await {
+                    outcomes[*i] = match self.write(&index, &[p], now).await {
                         Ok(()) => Outcome::Done,
                         Err(e) if e.is_transient() => Outcome::Transient(e.to_string()),
                         Err(e) => poison("constraint_violation", e.to_string()),

@@ -3,6 +3,10 @@
 //! announced on `TTP` (`ttp.tagged`, `ttp.rule.fired.<technique>`, `ttp.rule.suppressed`) and
 //! `attacker.observed`, through the outbox (EVENTS.md §6).
 //!
+//! Rules come from the `RULES` stream, where the rule-store master publishes every definition
+//! and state (a swarm), or from a rules directory with states from the stream (a single host);
+//! either way the tagger takes no event before its rule set is loaded (see [`feed`]).
+//!
 //! Delivery rules: a message is acked only after its transaction commits, so a crash causes a
 //! redelivery, and deterministic tag ids with insert-or-ignore make that silent; announcements
 //! are staged in the same transaction and published after it, so a crash between the two
@@ -13,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use decnet_bus::{ConsumerSpec, RunnerConfig, connect, ensure_consumer, ensure_streams};
+use decnet_bus::{ConsumerSpec, RunnerConfig, connect, ensure_consumer, ensure_streams, outbox};
 use decnet_ops::{Health, Ops, Readiness};
 use decnet_storage::{Database, Options};
 use decnet_ttp::RuleIndex;
@@ -21,9 +25,9 @@ use decnet_ttp::ratelimit::RateLimiter;
 use tokio::sync::{Notify, watch};
 
 mod announce;
+pub mod feed;
 mod handler;
 mod metrics;
-mod outbox;
 
 pub use handler::{MAX_BODY_BYTES, Tagger};
 pub use metrics::TaggerMetrics;
@@ -38,8 +42,8 @@ pub struct TaggerConfig {
     pub nats_url: String,
     /// `sqlite://PATH` or `postgres://…`.
     pub database_url: String,
-    /// The rules directory, loaded and validated at start.
-    pub rules_dir: PathBuf,
+    /// A rules directory, loaded and validated at start; `None` follows the RULES stream.
+    pub rules_dir: Option<PathBuf>,
     /// Messages per fetch (and per transaction).
     pub batch: usize,
     /// How long a fetch waits for messages.
@@ -52,7 +56,7 @@ pub struct TaggerConfig {
 
 impl TaggerConfig {
     /// The defaults of EVENTS.md §2 for the given endpoints.
-    pub fn new(nats_url: &str, database_url: &str, rules_dir: PathBuf) -> TaggerConfig {
+    pub fn new(nats_url: &str, database_url: &str, rules_dir: Option<PathBuf>) -> TaggerConfig {
         let runner = RunnerConfig::new(SERVICE, SERVICE);
         TaggerConfig {
             nats_url: nats_url.to_owned(),
@@ -116,6 +120,17 @@ pub fn load_rules(dir: &std::path::Path) -> Result<RuleIndex, TaggerError> {
     }
 }
 
+/// The RULES stream's consumer filter and the rule set a tagger starts from.
+fn initial_rules(config: &TaggerConfig) -> Result<(feed::RuleSet, feed::Definitions), TaggerError> {
+    match &config.rules_dir {
+        Some(dir) => Ok((
+            feed::RuleSet::from_directory(load_rules(dir)?),
+            feed::Definitions::Directory,
+        )),
+        None => Ok((feed::RuleSet::from_stream(), feed::Definitions::Stream)),
+    }
+}
+
 /// [`run_with`] with health and metrics that nobody serves.
 pub async fn run(
     config: &TaggerConfig,
@@ -124,10 +139,11 @@ pub async fn run(
     run_with(config, &Ops::new(), shutdown).await
 }
 
-/// Run until `shutdown` turns true: set up streams and the consumer, publish what a previous
-/// run left in the outbox, then consume; on shutdown finish the batch in hand and publish.
-/// Readiness and metrics go to `ops` (ready once the consumer is set up and the outbox left by
-/// a previous run is published; degraded while the outbox lags, EVENTS.md §2.4).
+/// Run until `shutdown` turns true: set up streams and the consumer, load the rule set, publish
+/// what a previous run left in the outbox, then consume; on shutdown finish the batch in hand
+/// and publish. Readiness and metrics go to `ops` (ready once the rule feed has delivered
+/// every retained message, the consumer is set up and the outbox left by a previous run is
+/// published; degraded while the outbox lags, EVENTS.md §2.2, §2.4).
 pub async fn run_with(
     config: &TaggerConfig,
     ops: &Ops,
@@ -136,7 +152,7 @@ pub async fn run_with(
     let health = ops.health(SERVICE);
     let metrics = TaggerMetrics::default();
     ops.register(|r| metrics.register(r));
-    let result = serve(config, &health, metrics, shutdown).await;
+    let result = serve(config, ops, &health, metrics, shutdown).await;
     health.set(match &result {
         Ok(()) => Readiness::Stopped("shut down".into()),
         Err(e) => Readiness::Stopped(e.to_string()),
@@ -146,42 +162,56 @@ pub async fn run_with(
 
 async fn serve(
     config: &TaggerConfig,
+    ops: &Ops,
     health: &Arc<Health>,
     metrics: TaggerMetrics,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), TaggerError> {
-    let index = Arc::new(load_rules(&config.rules_dir)?);
+    let (rules, source) = initial_rules(config)?;
     let db = Database::connect(&config.database_url, &Options::default()).await?;
     let client = connect(&config.nats_url, "decnet-tagger", config.connect_patience).await?;
     let js = jetstream::new(client);
-    ensure_streams(&js, &["EVENTS", "TTP", "DLQ"]).await?;
+    ensure_streams(&js, &["EVENTS", "TTP", "RULES", "DLQ"]).await?;
     let consumer = ensure_consumer(&js, &consumer_spec()).await?;
+    let feed = feed::RuleFeed::start(js.clone(), rules, metrics.clone());
+    if source == feed::Definitions::Stream {
+        tracing::info!("loading the rule set from the RULES stream");
+    }
+    tokio::select! {
+        () = feed.ready(source) => {}
+        () = async {
+            // The guard `wait_for` returns is not `Send`; drop it before the branch awaits.
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        } => {
+            db.close().await;
+            return Ok(());
+        }
+    }
+    let index = feed.index();
     tracing::info!(
-        rules = index.rules().count(),
+        rules = index.load().rules().count(),
         backend = db.backend(),
         "tagger started"
     );
 
     // What a crash left staged goes out before any new work (EVENTS.md §2.4).
-    outbox::drain(&db, &js).await;
+    outbox::drain(&db, &js, SERVICE).await;
     health.set(Readiness::Ready);
     let published = Arc::new(Notify::new());
     let publisher = tokio::spawn(outbox::publish_loop(
         outbox::Publisher {
             db: db.clone(),
             js: js.clone(),
+            service: SERVICE,
             health: Arc::clone(health),
-            pending: metrics
-                .outbox_pending
-                .get_or_create(&vec![("service", SERVICE.to_owned())])
-                .clone(),
+            pending: ops.outbox_pending(SERVICE),
         },
         Arc::clone(&published),
         shutdown.clone(),
     ));
 
     let mut tagger = Tagger {
-        index,
+        rules: index,
         limiter: RateLimiter::default(),
         db: db.clone(),
         published,
@@ -195,7 +225,7 @@ async fn serve(
     };
     let result = decnet_bus::run(&js, &consumer, &mut tagger, &runner, shutdown).await;
     let _ = publisher.await;
-    outbox::drain(&db, &js).await;
+    outbox::drain(&db, &js, SERVICE).await;
     db.close().await;
     result.map_err(TaggerError::from)
 }

@@ -2,7 +2,6 @@
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
@@ -19,8 +18,10 @@ pub struct TaggerMetrics {
     pub dead_letters: Family<Labels, Counter>,
     /// Tag rows inserted (replays insert none).
     pub tags_written: Counter,
-    /// Staged messages not yet published (EVENTS.md §2.4).
-    pub outbox_pending: Family<Labels, Gauge>,
+    /// Rule changes applied from the RULES stream, by kind: `definition`, `deletion`, `state`.
+    pub rule_changes: Family<Labels, Counter>,
+    /// Rule definitions from the stream that did not compile here (kept the previous one).
+    pub rules_refused: Counter,
 }
 
 impl TaggerMetrics {
@@ -47,9 +48,14 @@ impl TaggerMetrics {
             self.tags_written.clone(),
         );
         registry.register(
-            "decnet_outbox_pending",
-            "Staged messages not yet published, by service",
-            self.outbox_pending.clone(),
+            "decnet_tagger_rule_changes",
+            "Rule changes applied from the RULES stream, by kind",
+            self.rule_changes.clone(),
+        );
+        registry.register(
+            "decnet_tagger_rules_refused",
+            "Rule definitions from the RULES stream that did not compile; the previous version stayed live",
+            self.rules_refused.clone(),
         );
     }
 

@@ -81,7 +81,7 @@ async fn start() -> Running {
     let server = NatsServer::start_with_config(Some("max_payload: 2097152\n")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("decnet.db").display());
-    let mut config = TaggerConfig::new(&server.url(), &url, rules_dir());
+    let mut config = TaggerConfig::new(&server.url(), &url, Some(rules_dir()));
     config.batch = 64;
     config.fetch_wait = Duration::from_millis(200);
     config.nak_delays = vec![Duration::from_millis(200)];

@@ -41,7 +41,7 @@ async fn readiness_and_metrics_follow_the_work() {
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules/ttp");
     // The default 1 s fetch: shorter pull requests can deliver a message twice on a loaded
     // machine, and the counts below are exact.
-    let config = TaggerConfig::new(&server.url(), &url, rules);
+    let config = TaggerConfig::new(&server.url(), &url, Some(rules));
 
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let ops = Ops::new();

@@ -1,6 +1,6 @@
-//! Publishing the outbox: staged messages go out in order, each acknowledged by the server
-//! before its row is deleted. A failed publish leaves the row for the next pass; the msg id
-//! makes a repeat harmless.
+//! Publishing a service's outbox (EVENTS.md §2.4): staged messages go out in order, each
+//! acknowledged by the server before its row is deleted. A failed publish leaves the row for
+//! the next pass; the msg id makes a repeat harmless.
 
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -13,13 +13,11 @@ use decnet_storage::Database;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, watch};
 
-use crate::SERVICE;
-
-/// Publish every staged message of the tagger; returns when none is left or a publish or the
-/// database fails (the rest waits for the next pass).
-pub(crate) async fn drain(db: &Database, js: &jetstream::Context) -> bool {
+/// Publish every staged message of `service`; returns whether none is left (false when a
+/// publish or the database failed: the rest waits for the next pass).
+pub async fn drain(db: &Database, js: &jetstream::Context, service: &str) -> bool {
     loop {
-        let pending = match db.pending(SERVICE, 256).await {
+        let pending = match db.pending(service, 256).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the outbox failed");
@@ -70,7 +68,7 @@ pub(crate) async fn drain(db: &Database, js: &jetstream::Context) -> bool {
                 }
             }
         }
-        if let Err(e) = db.delete_published(SERVICE, &sent).await {
+        if let Err(e) = db.delete_published(service, &sent).await {
             tracing::warn!(error = %e, "deleting published outbox rows failed; they will be published again, harmlessly");
             return false;
         }
@@ -81,11 +79,17 @@ pub(crate) async fn drain(db: &Database, js: &jetstream::Context) -> bool {
 }
 
 /// What the publish loop needs.
-pub(crate) struct Publisher {
-    pub(crate) db: Database,
-    pub(crate) js: jetstream::Context,
-    pub(crate) health: Arc<Health>,
-    pub(crate) pending: Gauge,
+pub struct Publisher {
+    /// Where the rows are staged.
+    pub db: Database,
+    /// Where they go.
+    pub js: jetstream::Context,
+    /// The rows of this service only.
+    pub service: &'static str,
+    /// Degraded while the outbox lags.
+    pub health: Arc<Health>,
+    /// `decnet_outbox_pending{service}`.
+    pub pending: Gauge,
 }
 
 /// The outbox lags when its oldest row waits longer than this (EVENTS.md §2.4).
@@ -94,7 +98,7 @@ const LAG_LIMIT: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 impl Publisher {
     /// Export the backlog and say whether the outbox lags.
     async fn check(&self) {
-        match self.db.outbox_backlog(SERVICE).await {
+        match self.db.outbox_backlog(self.service).await {
             Ok((n, oldest)) => {
                 self.pending.set(n);
                 let age = oldest.map(|t| chrono::Utc::now() - t);
@@ -115,7 +119,7 @@ impl Publisher {
 
 /// Publish after every commit, and every second in case a wake-up was missed or a publish
 /// failed; check the backlog at most once a second; stop when `shutdown` turns true.
-pub(crate) async fn publish_loop(
+pub async fn publish_loop(
     publisher: Publisher,
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
@@ -123,7 +127,7 @@ pub(crate) async fn publish_loop(
     let mut checked = tokio::time::Instant::now();
     publisher.check().await;
     loop {
-        drain(&publisher.db, &publisher.js).await;
+        drain(&publisher.db, &publisher.js, publisher.service).await;
         if checked.elapsed() >= Duration::from_secs(1) {
             publisher.check().await;
             checked = tokio::time::Instant::now();
