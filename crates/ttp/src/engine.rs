@@ -11,6 +11,7 @@
 //! swaps a small table instead of recompiling patterns. The index does no I/O and keeps no
 //! counters: rate limiting happens after evaluation (see [`crate::ratelimit`]).
 
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
@@ -87,7 +88,7 @@ const SET_SIZE_LIMIT: usize = 64 << 20;
 const SET_DFA_CACHE_BYTES: usize = 64 << 20;
 
 /// Rules of one field, matched together.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct FieldGroup {
     field: String,
     set: RegexSet,
@@ -96,13 +97,36 @@ struct FieldGroup {
     members: Vec<(usize, usize)>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct KindIndex {
     /// Positions of the rules applying to this kind, ascending.
     rules: Vec<usize>,
     groups: Vec<FieldGroup>,
     /// Positions of the lifter rules among them, ascending.
     lifters: Vec<usize>,
+}
+
+impl KindIndex {
+    /// The same index with rule positions moved (`moved[old] = new`); sets are shared.
+    fn moved(&self, moved: &[usize]) -> KindIndex {
+        KindIndex {
+            rules: self.rules.iter().map(|p| moved[*p]).collect(),
+            groups: self
+                .groups
+                .iter()
+                .map(|g| FieldGroup {
+                    field: g.field.clone(),
+                    set: g.set.clone(),
+                    members: g
+                        .members
+                        .iter()
+                        .map(|(p, prio)| (moved[*p], *prio))
+                        .collect(),
+                })
+                .collect(),
+            lifters: self.lifters.iter().map(|p| moved[*p]).collect(),
+        }
+    }
 }
 
 /// A regex rule that matched an event.
@@ -166,8 +190,9 @@ impl CompiledRule {
 pub struct RuleIndex {
     rules: Vec<Arc<CompiledRule>>,
     modes: Vec<RuleMode>,
-    /// Indexed by `SourceKind as usize`.
-    kinds: Arc<[KindIndex; SourceKind::ALL.len()]>,
+    /// Indexed by `SourceKind as usize`; a reload recompiles only the kinds its rule applies
+    /// to and shares the others.
+    kinds: [Arc<KindIndex>; SourceKind::ALL.len()],
 }
 
 impl RuleIndex {
@@ -185,11 +210,11 @@ impl RuleIndex {
             .map(|r| Arc::new(CompiledRule::new(r)))
             .collect();
         let modes = rules.iter().map(|r| states.mode(&r.def.rule_id)).collect();
-        let kinds = SourceKind::ALL.map(|kind| build_kind(&rules, kind));
+        let kinds = SourceKind::ALL.map(|kind| Arc::new(build_kind(&rules, kind)));
         RuleIndex {
             rules,
             modes,
-            kinds: Arc::new(kinds),
+            kinds,
         }
     }
 
@@ -203,7 +228,7 @@ impl RuleIndex {
         RuleIndex {
             rules: self.rules.clone(),
             modes,
-            kinds: Arc::clone(&self.kinds),
+            kinds: self.kinds.clone(),
         }
     }
 
@@ -212,6 +237,10 @@ impl RuleIndex {
     /// index is enabled). An evaluation running on `self` finishes on `self`: the caller swaps
     /// the new index in atomically.
     pub fn with_rule(&self, def: RuleDef) -> RuleIndex {
+        let mut touched = def.applies_to.clone();
+        if let Some((old, _)) = self.get(&def.rule_id) {
+            touched.extend(old.applies_to.iter().copied());
+        }
         let mut rules: Vec<Arc<CompiledRule>> = self
             .rules
             .iter()
@@ -220,21 +249,28 @@ impl RuleIndex {
             .collect();
         rules.push(Arc::new(CompiledRule::new(def)));
         rules.sort_by(|a, b| a.def.rule_id.cmp(&b.def.rule_id));
-        self.rebuilt(rules)
+        self.rebuilt(rules, &touched)
     }
 
     /// The index without the rule `rule_id` (a deleted rule file).
     pub fn without_rule(&self, rule_id: &str) -> RuleIndex {
+        let touched = self
+            .get(rule_id)
+            .map(|(old, _)| old.applies_to.clone())
+            .unwrap_or_default();
         let rules = self
             .rules
             .iter()
             .filter(|r| r.def.rule_id != rule_id)
             .cloned()
             .collect();
-        self.rebuilt(rules)
+        self.rebuilt(rules, &touched)
     }
 
-    fn rebuilt(&self, rules: Vec<Arc<CompiledRule>>) -> RuleIndex {
+    /// The index over `rules`, recompiling the `touched` kinds. Every other kind holds the
+    /// same rules as before, so its compiled sets are shared; only rule positions move when a
+    /// rule was added or removed.
+    fn rebuilt(&self, rules: Vec<Arc<CompiledRule>>, touched: &[SourceKind]) -> RuleIndex {
         let modes = rules
             .iter()
             .map(|r| {
@@ -242,11 +278,37 @@ impl RuleIndex {
                     .map_or(RuleMode::Enabled, |(_, mode)| mode)
             })
             .collect();
-        let kinds = SourceKind::ALL.map(|kind| build_kind(&rules, kind));
+        let position: HashMap<&str, usize> = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.def.rule_id.as_str(), i))
+            .collect();
+        // Old position → new; a rule that left maps nowhere, but no untouched kind holds it.
+        let moved: Vec<usize> = self
+            .rules
+            .iter()
+            .map(|r| {
+                position
+                    .get(r.def.rule_id.as_str())
+                    .copied()
+                    .unwrap_or(usize::MAX)
+            })
+            .collect();
+        let unmoved = moved.iter().enumerate().all(|(old, new)| old == *new);
+        let kinds = SourceKind::ALL.map(|kind| {
+            let old = &self.kinds[kind as usize];
+            if touched.contains(&kind) {
+                Arc::new(build_kind(&rules, kind))
+            } else if unmoved {
+                Arc::clone(old)
+            } else {
+                Arc::new(old.moved(&moved))
+            }
+        });
         RuleIndex {
             rules,
             modes,
-            kinds: Arc::new(kinds),
+            kinds,
         }
     }
 

@@ -23,6 +23,7 @@ use decnet_ttp::yaml::Pos;
 
 use crate::SERVICE;
 use crate::metrics::RulestoreMetrics;
+use crate::watcher::Change;
 
 /// What looking at one rule file did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,7 +171,7 @@ impl Definitions {
     pub async fn reconcile_all(
         &mut self,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Outcome>, StorageError> {
+    ) -> Result<Vec<(String, Outcome)>, StorageError> {
         let mut ids: BTreeSet<String> = match self.rule_files() {
             Ok(names) => names
                 .iter()
@@ -191,7 +192,28 @@ impl Definitions {
         );
         let mut outcomes = Vec::new();
         for id in ids {
-            outcomes.push(self.reconcile(&id, now).await?);
+            let outcome = self.reconcile(&id, now).await?;
+            outcomes.push((id, outcome));
+        }
+        Ok(outcomes)
+    }
+
+    /// Apply a settled burst of the watcher: the named rules, or everything when a table
+    /// changed or events were lost; what each rule's comparison did, by rule id.
+    pub async fn apply(
+        &mut self,
+        burst: &BTreeSet<Change>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, Outcome)>, StorageError> {
+        if burst.iter().any(|c| !matches!(c, Change::Rule(_))) {
+            return self.reconcile_all(now).await;
+        }
+        let mut outcomes = Vec::new();
+        for change in burst {
+            if let Change::Rule(id) = change {
+                let outcome = self.reconcile(id, now).await?;
+                outcomes.push((id.clone(), outcome));
+            }
         }
         Ok(outcomes)
     }

@@ -244,7 +244,7 @@ async fn serve(
                     watching = false;
                     continue;
                 };
-                apply_burst(&mut defs, burst, clock.now()).await;
+                apply_burst(&mut defs, &burst, clock.now()).await;
                 published.notify_one();
             }
             Some(request) = set_requests.next() => {
@@ -283,33 +283,14 @@ async fn serve(
 /// never reach the taggers.
 async fn apply_burst(
     defs: &mut Definitions,
-    burst: std::collections::BTreeSet<watcher::Change>,
+    burst: &std::collections::BTreeSet<watcher::Change>,
     now: DateTime<Utc>,
 ) {
     let mut delay = Duration::from_millis(100);
-    loop {
-        let result = if burst.iter().any(|c| !matches!(c, watcher::Change::Rule(_))) {
-            defs.reconcile_all(now).await.map(drop)
-        } else {
-            let mut result = Ok(());
-            for change in &burst {
-                if let watcher::Change::Rule(id) = change
-                    && let Err(e) = defs.reconcile(id, now).await
-                {
-                    result = Err(e);
-                    break;
-                }
-            }
-            result
-        };
-        match result {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "storing a rule change failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
+    while let Err(e) = defs.apply(burst, now).await {
+        tracing::warn!(error = %e, retry_in = ?delay, "storing a rule change failed; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -336,14 +317,27 @@ async fn clear_state(
     Ok(to_json(&cleared))
 }
 
+/// Decode a request: malformed JSON is a 400 naming line and column, a body of the wrong
+/// shape a 422 naming the field, in the API's words (API.md §7).
 fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
-    serde_json::from_slice(body).map_err(|e| Refusal {
-        code: if e.is_data() { 422 } else { 400 },
-        message: if e.is_data() {
-            format!("invalid request: {e}")
-        } else {
-            format!("request body is not valid JSON: {e}")
-        },
+    serde_json::from_slice(body).map_err(|e| {
+        if !e.is_data() {
+            return Refusal {
+                code: 400,
+                message: format!("request body is not valid JSON: {e}"),
+            };
+        }
+        let text = e.to_string();
+        let text = text
+            .rsplit_once(" at line ")
+            .map_or(text.as_str(), |(head, _)| head)
+            .replace('`', "'");
+        // `unknown field 'x', expected one of …`: the API names only the field.
+        let message = match text.split_once(", expected") {
+            Some((head, _)) if head.starts_with("unknown field") => head.to_owned(),
+            _ => text,
+        };
+        Refusal { code: 422, message }
     })
 }
 

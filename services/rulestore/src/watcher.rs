@@ -40,6 +40,10 @@ pub struct DirWatcher {
     _watcher: RecommendedWatcher,
     events: mpsc::UnboundedReceiver<Change>,
     settle: Duration,
+    /// The burst being collected and when it began. Kept here, not in `next`, so a caller
+    /// that drops `next` for another branch of a `select!` loses nothing.
+    burst: BTreeSet<Change>,
+    started: Option<Instant>,
 }
 
 impl DirWatcher {
@@ -69,23 +73,31 @@ impl DirWatcher {
             _watcher: watcher,
             events,
             settle,
+            burst: BTreeSet::new(),
+            started: None,
         })
     }
 
     /// The next settled burst of changes, each once, in order (rules by id, then tables, then
-    /// a rescan); `None` once the watch has stopped.
+    /// a rescan); `None` once the watch has stopped. Cancel-safe.
     pub async fn next(&mut self) -> Option<BTreeSet<Change>> {
-        let first = self.events.recv().await?;
-        let started = Instant::now();
-        let mut burst = BTreeSet::from([first]);
+        if self.burst.is_empty() {
+            let first = self.events.recv().await?;
+            self.burst.insert(first);
+            self.started = Some(Instant::now());
+        }
+        let started = self.started.unwrap_or_else(Instant::now);
         loop {
             let quiet_until = Instant::now() + self.settle;
             let deadline = quiet_until.min(started + MAX_SETTLE_DELAY);
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Ok(Some(change)) => {
-                    burst.insert(change);
+                    self.burst.insert(change);
                 }
-                Ok(None) | Err(_) => return Some(burst),
+                Ok(None) | Err(_) => {
+                    self.started = None;
+                    return Some(std::mem::take(&mut self.burst));
+                }
             }
         }
     }
