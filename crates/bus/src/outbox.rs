@@ -13,11 +13,21 @@ use decnet_storage::Database;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, watch};
 
-/// Publish every staged message of `service`; returns whether none is left (false when a
-/// publish or the database failed: the rest waits for the next pass).
-pub async fn drain(db: &Database, js: &jetstream::Context, service: &str) -> bool {
+/// Messages in flight per pass for a high-volume service (the tagger): one round trip per
+/// message would cap it at the outbox's pace.
+pub const PIPELINED: usize = 256;
+
+/// One message in flight: a publish whose acknowledgement is lost cannot be overtaken by a
+/// later message of the same subject. For the rule store, whose `RULES` stream keeps only the
+/// last message per subject, an overtaken message would leave an older definition retained.
+pub const IN_ORDER: usize = 1;
+
+/// Publish every staged message of `service`, at most `window` in flight at a time; returns
+/// whether none is left (false when a publish or the database failed: the rest waits for the
+/// next pass).
+pub async fn drain(db: &Database, js: &jetstream::Context, service: &str, window: usize) -> bool {
     loop {
-        let pending = match db.pending(service, 256).await {
+        let pending = match db.pending(service, window.max(1) as i64).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the outbox failed");
@@ -27,8 +37,7 @@ pub async fn drain(db: &Database, js: &jetstream::Context, service: &str) -> boo
         if pending.is_empty() {
             return true;
         }
-        // Pipelined: every publish is sent, then the acknowledgements are awaited in order;
-        // one round trip per message would cap the tagger at the outbox's pace.
+        // Every publish of the pass is sent, then the acknowledgements are awaited.
         let mut sent = Vec::new();
         let mut failed = false;
         let mut acks = Vec::new();
@@ -86,6 +95,8 @@ pub struct Publisher {
     pub js: jetstream::Context,
     /// The rows of this service only.
     pub service: &'static str,
+    /// Messages in flight per pass: [`PIPELINED`] or [`IN_ORDER`].
+    pub window: usize,
     /// Degraded while the outbox lags.
     pub health: Arc<Health>,
     /// `decnet_outbox_pending{service}`.
@@ -127,7 +138,13 @@ pub async fn publish_loop(
     let mut checked = tokio::time::Instant::now();
     publisher.check().await;
     loop {
-        drain(&publisher.db, &publisher.js, publisher.service).await;
+        drain(
+            &publisher.db,
+            &publisher.js,
+            publisher.service,
+            publisher.window,
+        )
+        .await;
         if checked.elapsed() >= Duration::from_secs(1) {
             publisher.check().await;
             checked = tokio::time::Instant::now();

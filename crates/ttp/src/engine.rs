@@ -16,7 +16,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use regex::RegexSet;
+use regex::{Regex, RegexSet};
 
 use crate::catalogue::technique_url;
 use crate::event::EvalEvent;
@@ -91,10 +91,22 @@ const SET_DFA_CACHE_BYTES: usize = 64 << 20;
 #[derive(Debug, Clone)]
 struct FieldGroup {
     field: String,
-    set: RegexSet,
-    /// Per pattern of the set: the rule's position in the index and the field's priority in
-    /// the rule's field list (lower wins for `matched_tokens`).
-    members: Vec<(usize, usize)>,
+    matcher: GroupMatcher,
+    /// Per pattern: the rule's position in the index and the field's priority in the rule's
+    /// field list (lower wins for `matched_tokens`); `None` for a pattern whose rule was
+    /// replaced or removed since the set was compiled.
+    members: Vec<Option<(usize, usize)>>,
+}
+
+/// How a group matches.
+#[derive(Debug, Clone)]
+enum GroupMatcher {
+    /// A set compiled for the group: one pass over the field for all its rules.
+    Set(RegexSet),
+    /// One reloaded rule's own regex, until the index is compacted: a reload swaps in at the
+    /// cost of validating one rule instead of recompiling its kind's whole set (50 ms for the
+    /// command kind, measured with the reload bench).
+    Single(Regex),
 }
 
 #[derive(Debug, Default, Clone)]
@@ -106,26 +118,77 @@ struct KindIndex {
     lifters: Vec<usize>,
 }
 
+/// Where each rule of an index went in its successor: `moved[old] = new`, or [`GONE`] for a
+/// rule removed or replaced.
+const GONE: usize = usize::MAX;
+
 impl KindIndex {
-    /// The same index with rule positions moved (`moved[old] = new`); sets are shared.
-    fn moved(&self, moved: &[usize]) -> KindIndex {
-        KindIndex {
-            rules: self.rules.iter().map(|p| moved[*p]).collect(),
-            groups: self
-                .groups
+    /// This kind's index after a reload: positions moved, the patterns of a rule that left
+    /// retired, and `added` (a rule new or replaced, at its new position) matched by its own
+    /// regex. Every compiled set is shared.
+    fn patched(
+        &self,
+        moved: &[usize],
+        added: Option<(usize, &RuleDef)>,
+        kind: SourceKind,
+    ) -> KindIndex {
+        let carry = |positions: &[usize]| -> Vec<usize> {
+            positions
                 .iter()
-                .map(|g| FieldGroup {
-                    field: g.field.clone(),
-                    set: g.set.clone(),
-                    members: g
-                        .members
-                        .iter()
-                        .map(|(p, prio)| (moved[*p], *prio))
-                        .collect(),
-                })
-                .collect(),
-            lifters: self.lifters.iter().map(|p| moved[*p]).collect(),
+                .map(|p| moved[*p])
+                .filter(|p| *p != GONE)
+                .collect()
+        };
+        let mut rules = carry(&self.rules);
+        let mut lifters = carry(&self.lifters);
+        let mut groups: Vec<FieldGroup> = self
+            .groups
+            .iter()
+            .map(|g| FieldGroup {
+                field: g.field.clone(),
+                matcher: g.matcher.clone(),
+                members: g
+                    .members
+                    .iter()
+                    .map(|m| {
+                        m.map(|(p, prio)| (moved[p], prio))
+                            .filter(|(p, _)| *p != GONE)
+                    })
+                    .collect(),
+            })
+            .filter(|g| g.members.iter().any(Option::is_some))
+            .collect();
+        if let Some((pos, def)) = added.filter(|(_, def)| def.applies_to.contains(&kind)) {
+            rules.push(pos);
+            rules.sort_unstable();
+            match &def.matcher {
+                Matcher::Lifter(_) => {
+                    lifters.push(pos);
+                    lifters.sort_unstable();
+                }
+                Matcher::Regex(m) => {
+                    for (priority, field) in m.fields_for(kind).enumerate() {
+                        groups.push(FieldGroup {
+                            field: field.to_owned(),
+                            matcher: GroupMatcher::Single(m.regex.clone()),
+                            members: vec![Some((pos, priority))],
+                        });
+                    }
+                }
+            }
         }
+        KindIndex {
+            rules,
+            groups,
+            lifters,
+        }
+    }
+
+    /// Whether every group is a compiled set with no retired pattern.
+    fn is_compact(&self) -> bool {
+        self.groups.iter().all(|g| {
+            matches!(g.matcher, GroupMatcher::Set(_)) && g.members.iter().all(Option::is_some)
+        })
     }
 }
 
@@ -234,43 +297,36 @@ impl RuleIndex {
 
     /// The index with `def` added, or replacing the rule of the same id; every other rule's
     /// compiled form is shared, not rebuilt, and modes are kept by rule id (a rule new to the
-    /// index is enabled). An evaluation running on `self` finishes on `self`: the caller swaps
-    /// the new index in atomically.
+    /// index is enabled). The new rule is matched by its own regex until [`Self::compacted`]
+    /// folds it into its kind's set. An evaluation running on `self` finishes on `self`: the
+    /// caller swaps the new index in atomically.
     pub fn with_rule(&self, def: RuleDef) -> RuleIndex {
-        let mut touched = def.applies_to.clone();
-        if let Some((old, _)) = self.get(&def.rule_id) {
-            touched.extend(old.applies_to.iter().copied());
-        }
+        let added = Arc::new(CompiledRule::new(def));
         let mut rules: Vec<Arc<CompiledRule>> = self
             .rules
             .iter()
-            .filter(|r| r.def.rule_id != def.rule_id)
+            .filter(|r| r.def.rule_id != added.def.rule_id)
             .cloned()
             .collect();
-        rules.push(Arc::new(CompiledRule::new(def)));
+        rules.push(Arc::clone(&added));
         rules.sort_by(|a, b| a.def.rule_id.cmp(&b.def.rule_id));
-        self.rebuilt(rules, &touched)
+        self.patched(rules, Some(&added.def.rule_id))
     }
 
     /// The index without the rule `rule_id` (a deleted rule file).
     pub fn without_rule(&self, rule_id: &str) -> RuleIndex {
-        let touched = self
-            .get(rule_id)
-            .map(|(old, _)| old.applies_to.clone())
-            .unwrap_or_default();
         let rules = self
             .rules
             .iter()
             .filter(|r| r.def.rule_id != rule_id)
             .cloned()
             .collect();
-        self.rebuilt(rules, &touched)
+        self.patched(rules, None)
     }
 
-    /// The index over `rules`, recompiling the `touched` kinds. Every other kind holds the
-    /// same rules as before, so its compiled sets are shared; only rule positions move when a
-    /// rule was added or removed.
-    fn rebuilt(&self, rules: Vec<Arc<CompiledRule>>, touched: &[SourceKind]) -> RuleIndex {
+    /// The index over `rules`, where `added` names a rule new or replaced. A kind that neither
+    /// held a rule that left nor takes the new one is shared as it is when no position moved.
+    fn patched(&self, rules: Vec<Arc<CompiledRule>>, added: Option<&str>) -> RuleIndex {
         let modes = rules
             .iter()
             .map(|r| {
@@ -283,32 +339,50 @@ impl RuleIndex {
             .enumerate()
             .map(|(i, r)| (r.def.rule_id.as_str(), i))
             .collect();
-        // Old position → new; a rule that left maps nowhere, but no untouched kind holds it.
         let moved: Vec<usize> = self
             .rules
             .iter()
-            .map(|r| {
-                position
-                    .get(r.def.rule_id.as_str())
-                    .copied()
-                    .unwrap_or(usize::MAX)
+            .map(|r| match position.get(r.def.rule_id.as_str()) {
+                // A replaced rule's old patterns retire; its new form arrives as `added`.
+                Some(_) if Some(r.def.rule_id.as_str()) == added => GONE,
+                Some(p) => *p,
+                None => GONE,
             })
             .collect();
-        let unmoved = moved.iter().enumerate().all(|(old, new)| old == *new);
+        let shifted = moved
+            .iter()
+            .enumerate()
+            .any(|(old, new)| *new != GONE && *new != old);
+        let added = added.and_then(|id| position.get(id).map(|p| (*p, &rules[*p].def)));
         let kinds = SourceKind::ALL.map(|kind| {
             let old = &self.kinds[kind as usize];
-            if touched.contains(&kind) {
-                Arc::new(build_kind(&rules, kind))
-            } else if unmoved {
-                Arc::clone(old)
+            let takes_new = added.is_some_and(|(_, def)| def.applies_to.contains(&kind));
+            let lost_one = old.rules.iter().any(|p| moved[*p] == GONE);
+            if shifted || takes_new || lost_one {
+                Arc::new(old.patched(&moved, added, kind))
             } else {
-                Arc::new(old.moved(&moved))
+                Arc::clone(old)
             }
         });
         RuleIndex {
             rules,
             modes,
             kinds,
+        }
+    }
+
+    /// Whether every kind is matched by compiled sets only (no reload since compilation).
+    pub fn is_compact(&self) -> bool {
+        self.kinds.iter().all(|k| k.is_compact())
+    }
+
+    /// The same rules and modes with every kind compiled afresh: reloaded rules fold back into
+    /// their kind's set. Costs what compiling the pack costs; run it off the hot path.
+    pub fn compacted(&self) -> RuleIndex {
+        RuleIndex {
+            rules: self.rules.clone(),
+            modes: self.modes.clone(),
+            kinds: SourceKind::ALL.map(|kind| Arc::new(build_kind(&self.rules, kind))),
         }
     }
 
@@ -358,15 +432,29 @@ impl RuleIndex {
             let Some(haystack) = event.haystack(&group.field) else {
                 continue;
             };
-            for hit in group.set.matches(haystack).iter() {
-                let (rule, priority) = group.members[hit];
+            let mut record = |member: Option<(usize, usize)>| {
+                let Some((rule, priority)) = member else {
+                    return;
+                };
                 if !self.modes[rule].is_active() {
-                    continue;
+                    return;
                 }
                 match fired.iter_mut().find(|(r, _, _)| *r == rule) {
                     Some(entry) if entry.1 > priority => *entry = (rule, priority, haystack),
                     Some(_) => {}
                     None => fired.push((rule, priority, haystack)),
+                }
+            };
+            match &group.matcher {
+                GroupMatcher::Set(set) => {
+                    for hit in set.matches(haystack).iter() {
+                        record(group.members[hit]);
+                    }
+                }
+                GroupMatcher::Single(regex) => {
+                    if regex.is_match(haystack) {
+                        record(group.members[0]);
+                    }
                 }
             }
         }
@@ -675,8 +763,8 @@ fn compile_group(
     match built {
         Ok(set) => vec![FieldGroup {
             field,
-            set,
-            members,
+            matcher: GroupMatcher::Set(set),
+            members: members.into_iter().map(Some).collect(),
         }],
         Err(_) => patterns
             .iter()
@@ -685,8 +773,8 @@ fn compile_group(
                 let set = RegexSet::new([pattern]).expect("compiled alone at load");
                 FieldGroup {
                     field: field.clone(),
-                    set,
-                    members: vec![member],
+                    matcher: GroupMatcher::Set(set),
+                    members: vec![Some(member)],
                 }
             })
             .collect(),

@@ -44,6 +44,19 @@ fn an_incremental_reload_evaluates_as_a_fresh_compilation() {
         &r0015.replace("name: suid_search", "name: suid_search_copy"),
     );
     copy.rule_id = "R0012".into();
+    // A replaced pattern: the old one must stop firing.
+    let r0016 = std::fs::read_to_string(root().join("rules/ttp/R0016.yaml")).unwrap();
+    let pattern_line = r0016
+        .lines()
+        .find(|l| l.trim_start().starts_with("pattern:"))
+        .unwrap();
+    let narrowed = parse(
+        "R0016",
+        &r0016.replace(
+            pattern_line,
+            "  pattern: '(?i){{cmd}}find\\s+/decnet-never-seen\\b'",
+        ),
+    );
     let r0001 = std::fs::read_to_string(root().join("rules/ttp/R0001.yaml")).unwrap();
     let lifter = parse(
         "R0001",
@@ -54,16 +67,24 @@ fn an_incremental_reload_evaluates_as_a_fresh_compilation() {
         .without_rule("R0013")
         .with_rule(added.clone())
         .with_rule(lifter.clone())
+        .with_rule(narrowed.clone())
         .without_rule("R0012")
         .with_rule(copy.clone());
     let mut defs: Vec<RuleDef> = pack
         .rules()
         .iter()
-        .filter(|r| !["R0001", "R0012", "R0013", "R0015"].contains(&r.rule_id.as_str()))
+        .filter(|r| !["R0001", "R0012", "R0013", "R0015", "R0016"].contains(&r.rule_id.as_str()))
         .cloned()
         .collect();
-    defs.extend([added, lifter, copy]);
+    defs.extend([added, lifter, copy, narrowed]);
     let fresh = RuleIndex::new(&Pack::from_rules(defs));
+
+    assert!(
+        !incremental.is_compact(),
+        "reloaded rules run on their own regexes"
+    );
+    let compacted = incremental.compacted();
+    assert!(compacted.is_compact() && fresh.is_compact());
 
     let rows = load_corpus(&root().join("tests/corpus/rules")).unwrap();
     assert!(rows.len() > 1000);
@@ -71,10 +92,15 @@ fn an_incremental_reload_evaluates_as_a_fresh_compilation() {
     let mut fired = 0;
     for row in &rows {
         let event = row.event();
-        let a = incremental.evaluate(&event, now);
-        let b = fresh.evaluate(&event, now);
-        assert_eq!(format!("{a:?}"), format!("{b:?}"), "row {row:?}");
-        fired += a.tags.len();
+        let want = format!("{:?}", fresh.evaluate(&event, now));
+        let got = incremental.evaluate(&event, now);
+        assert_eq!(format!("{got:?}"), want, "row {row:?}");
+        assert_eq!(
+            format!("{:?}", compacted.evaluate(&event, now)),
+            want,
+            "row {row:?}"
+        );
+        fired += got.tags.len();
     }
     assert!(fired > 1000, "the corpus fires rules: {fired} tags");
 }

@@ -177,7 +177,7 @@ async fn serve(
     .await?;
     let js = jetstream::new(client.clone());
     ensure_streams(&js, &["RULES", "DLQ"]).await?;
-    outbox::drain(&db, &js, SERVICE).await;
+    outbox::drain(&db, &js, SERVICE, outbox::IN_ORDER).await;
     repair_stream(&js, &db, &defs).await;
 
     let service = client
@@ -205,12 +205,18 @@ async fn serve(
             db: db.clone(),
             js: js.clone(),
             service: SERVICE,
+            window: outbox::IN_ORDER,
             health: Arc::clone(health),
             pending,
         },
         Arc::clone(&published),
         shutdown.clone(),
     ));
+    // The endpoints' subscriptions reach the server before the store calls itself ready, so a
+    // request sent on readiness finds a responder.
+    client.flush().await.map_err(|e| {
+        decnet_bus::BusError::Nats(format!("subscribing the control endpoints: {e}"))
+    })?;
     health.set(Readiness::Ready);
     tracing::info!(
         rules = defs.stored().filter(|r| !r.deleted).count(),
@@ -273,7 +279,7 @@ async fn serve(
     }
     let _ = service.stop().await;
     let _ = publisher.await;
-    outbox::drain(&db, &js, SERVICE).await;
+    outbox::drain(&db, &js, SERVICE, outbox::IN_ORDER).await;
     db.close().await;
     Ok(())
 }

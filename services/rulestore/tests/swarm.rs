@@ -263,6 +263,18 @@ async fn a_tagger_started_after_twenty_edits_converges_to_one_that_saw_them_live
     tokio::time::sleep(Duration::from_millis(300)).await;
     let late = swarm.feed().await;
     assert_eq!(snapshot(&late), snapshot(&live));
+    // Reloaded rules ran on their own regexes; a quiet second later the live replica has
+    // folded them back into compiled sets.
+    let compacted = async {
+        while !live.index().load().is_compact() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), compacted)
+        .await
+        .expect("the live index is compacted once the feed is quiet");
+    assert!(late.index().load().is_compact(), "a boot compiles sets");
+    assert_eq!(snapshot(&late), snapshot(&live));
 
     // And both equal the directory itself under the same states.
     let pack = decnet_ttp::load_dir(&swarm.dir).unwrap().pack;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_nats::jetstream;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use decnet_proto::payload::rules::{RuleReloaded, RuleStateKind, RuleStateMessage};
 use decnet_ttp::catalogue::Catalogue;
 use decnet_ttp::rule::RuleDef;
@@ -68,22 +68,17 @@ pub struct Refused {
     pub detail: String,
 }
 
-#[derive(Debug, Clone)]
-struct Known {
-    seq: Option<i64>,
-    sha256: Option<String>,
-}
-
 /// The tagger's rule definitions and states, and the index compiled from them.
 #[derive(Debug)]
 pub struct RuleSet {
     source: Definitions,
-    /// The definitions in the index, with the store sequence and hash that named them.
-    known: BTreeMap<String, Known>,
-    /// Deleted rule ids with the tombstone's sequence, so an older definition is not revived.
-    deleted: BTreeMap<String, Option<i64>>,
+    /// The hash of each definition in the index, so a republished one costs nothing.
+    ///
+    /// Messages apply in stream order, which is the store's commit order (its outbox
+    /// publishes one message at a time), so no sequence or clock is compared here: a store
+    /// whose database was rebuilt starts its sequence again, and a clock may step back.
+    known: BTreeMap<String, Option<String>>,
     states: StateTable,
-    state_times: BTreeMap<String, DateTime<Utc>>,
     index: Arc<RuleIndex>,
 }
 
@@ -93,9 +88,7 @@ impl RuleSet {
         RuleSet {
             source: Definitions::Stream,
             known: BTreeMap::new(),
-            deleted: BTreeMap::new(),
             states: StateTable::default(),
-            state_times: BTreeMap::new(),
             index: Arc::new(RuleIndex::new(&Pack::default())),
         }
     }
@@ -180,13 +173,6 @@ impl RuleSet {
                     msg.rule_id
                 )));
             }
-            if self
-                .state_times
-                .get(rule_id)
-                .is_some_and(|t| msg.set_at < *t)
-            {
-                return Ok(Change::None);
-            }
             let mode = match (msg.state, msg.confidence_max) {
                 (RuleStateKind::Enabled, _) => RuleMode::Enabled,
                 (RuleStateKind::Disabled, _) => RuleMode::Disabled,
@@ -197,7 +183,6 @@ impl RuleSet {
                     return Err(refuse("clipped without confidence_max".to_owned()));
                 }
             };
-            self.state_times.insert(rule_id.to_owned(), msg.set_at);
             self.states.set(rule_id, mode);
             return Ok(Change::State(rule_id.to_owned()));
         }
@@ -215,28 +200,16 @@ impl RuleSet {
                 msg.rule_id
             )));
         }
-        let newest_seq = self
-            .known
-            .get(rule_id)
-            .and_then(|k| k.seq)
-            .or_else(|| self.deleted.get(rule_id).copied().flatten());
-        if let (Some(seq), Some(newest)) = (msg.seq, newest_seq)
-            && seq <= newest
-        {
-            return Ok(Change::None);
-        }
         if msg.deleted == Some(true) {
-            self.known.remove(rule_id);
-            self.deleted.insert(rule_id.to_owned(), msg.seq);
+            if self.known.remove(rule_id).is_none() && defs.remove(rule_id).is_none() {
+                return Ok(Change::None);
+            }
             defs.remove(rule_id);
             return Ok(Change::Deletion(rule_id.to_owned()));
         }
         let sha256 = msg.sha256.as_ref().map(|s| s.as_str().to_owned());
-        if sha256.is_some() && self.known.get(rule_id).is_some_and(|k| k.sha256 == sha256) {
+        if sha256.is_some() && self.known.get(rule_id) == Some(&sha256) {
             // The same definition again (a republish after a stream repair).
-            if let Some(k) = self.known.get_mut(rule_id) {
-                k.seq = msg.seq.or(k.seq);
-            }
             return Ok(Change::None);
         }
         let Some(source) = msg.source.as_deref() else {
@@ -253,14 +226,7 @@ impl RuleSet {
             let errors: Vec<String> = diag.errors.iter().map(ToString::to_string).collect();
             refuse(format!("does not compile here: {}", errors.join("; ")))
         })?;
-        self.deleted.remove(rule_id);
-        self.known.insert(
-            rule_id.to_owned(),
-            Known {
-                seq: msg.seq,
-                sha256,
-            },
-        );
+        self.known.insert(rule_id.to_owned(), sha256);
         defs.insert(rule_id.to_owned(), def);
         Ok(Change::Definition(rule_id.to_owned()))
     }
@@ -275,7 +241,13 @@ pub struct FeedStatus {
     pub applied: u64,
     /// Rule definitions in the live index.
     pub rules: usize,
+    /// Rule definitions the retained messages held at start.
+    pub retained_rules: usize,
 }
+
+/// How long the feed of a brand-new system must be quiet before its first rules count as the
+/// rule set: the store publishes its first pack one rule at a time.
+const FIRST_PACK_QUIET: Duration = Duration::from_millis(250);
 
 /// A running feed: the live index and its status.
 #[derive(Debug, Clone)]
@@ -296,12 +268,22 @@ impl RuleFeed {
     }
 
     /// Wait until the retained messages are applied and, for definitions from the stream, at
-    /// least one rule is known (a tagger without rules would ack events it never tagged).
+    /// least one rule is known: a tagger without rules would ack events it never tagged. On a
+    /// brand-new system (nothing retained yet) the store's first pack arrives rule by rule, so
+    /// the feed must then also have been quiet for a moment, lest the tagger start on a
+    /// fraction of the pack.
     pub async fn ready(&self, source: Definitions) {
         let mut status = self.status.clone();
-        let _ = status
+        let fresh = match status
             .wait_for(|s| s.caught_up && (source == Definitions::Directory || s.rules > 0))
-            .await;
+            .await
+        {
+            Ok(s) => source == Definitions::Stream && s.retained_rules == 0,
+            Err(_) => return,
+        };
+        if fresh {
+            while let Ok(Ok(())) = tokio::time::timeout(FIRST_PACK_QUIET, status.changed()).await {}
+        }
     }
 
     /// Start following `RULES`; the feed runs until the process ends, recreating its consumer
@@ -380,6 +362,8 @@ async fn follow(
     for outcome in set.load(&retained) {
         count(&outcome);
     }
+    let retained_rules = set.len();
+    status.send_modify(|s| s.retained_rules = retained_rules);
     tracing::info!(
         rules = set.len(),
         messages = retained.len(),
@@ -387,16 +371,150 @@ async fn follow(
     );
     publish(set, status);
 
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| format!("reading the rule feed: {e}"))?;
-        let outcome = set.apply(&message.subject, &message.payload);
-        count(&outcome);
-        if let Ok(change) = &outcome
-            && *change != Change::None
-        {
-            tracing::info!(change = ?change, rules = set.len(), "rule set changed");
-            publish(set, status);
+    // A reloaded rule runs on its own regex; once the feed has been quiet for a while its kind
+    // is recompiled off the async threads and swapped in, if nothing changed meanwhile.
+    let mut compact_at: Option<tokio::time::Instant> = None;
+    let mut compaction: Option<(Arc<RuleIndex>, tokio::task::JoinHandle<RuleIndex>)> = None;
+    loop {
+        tokio::select! {
+            message = messages.next() => {
+                let Some(message) = message else { break };
+                let message = message.map_err(|e| format!("reading the rule feed: {e}"))?;
+                let outcome = set.apply(&message.subject, &message.payload);
+                count(&outcome);
+                if let Ok(change) = &outcome
+                    && *change != Change::None
+                {
+                    tracing::info!(change = ?change, rules = set.len(), "rule set changed");
+                    publish(set, status);
+                    if !set.index().is_compact() {
+                        compact_at = Some(tokio::time::Instant::now() + COMPACT_AFTER);
+                    }
+                }
+            }
+            () = sleep_until(compact_at), if compact_at.is_some() && compaction.is_none() => {
+                compact_at = None;
+                let base = Arc::clone(set.index());
+                let work = Arc::clone(&base);
+                compaction = Some((base, tokio::task::spawn_blocking(move || work.compacted())));
+            }
+            done = async { (&mut compaction.as_mut().expect("guarded").1).await }, if compaction.is_some() => {
+                let (base, _) = compaction.take().expect("guarded");
+                match done {
+                    Ok(compacted) if Arc::ptr_eq(&base, set.index()) => {
+                        set.index = Arc::new(compacted);
+                        live.store(Arc::clone(set.index()));
+                        tracing::debug!(rules = set.len(), "rule index compacted");
+                    }
+                    // Changed meanwhile: the next quiet moment compacts the newer index.
+                    _ => {
+                        if !set.index().is_compact() {
+                            compact_at = Some(tokio::time::Instant::now() + COMPACT_AFTER);
+                        }
+                    }
+                }
+            }
         }
     }
     Err("the rule feed ended".to_owned())
+}
+
+/// How long the feed waits after its last change before recompiling reloaded rules into
+/// their kinds' sets (EVENTS.md §4.15: the swap itself never waits for this).
+const COMPACT_AFTER: Duration = Duration::from_secs(1);
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn definition(rule_id: &str, text: &str) -> (String, Vec<u8>) {
+        let sha = decnet_ttp::source::sha256_hex(text);
+        let body = json!({"rule_id": rule_id, "rule_version": 1, "sha256": sha,
+            "attack_release": "enterprise-v18.1", "source": text, "seq": 1});
+        (
+            format!("ttp.rule.reloaded.{rule_id}"),
+            serde_json::to_vec(&body).unwrap(),
+        )
+    }
+
+    fn state(rule_id: &str, state: &str, ceiling: Option<f64>) -> (String, Vec<u8>) {
+        let body = json!({"rule_id": rule_id, "state": state, "confidence_max": ceiling,
+            "expires_at": null, "reason": "test", "set_by": "t", "set_at": "2026-12-04T10:00:00Z",
+            "auto_revert": false});
+        (
+            format!("ttp.rule.state.{rule_id}"),
+            serde_json::to_vec(&body).unwrap(),
+        )
+    }
+
+    fn r0015() -> String {
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../rules/ttp/R0015.yaml"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_state_that_arrives_before_its_rule_applies_when_the_rule_does() {
+        let mut set = RuleSet::from_stream();
+        let (subject, body) = state("R0015", "disabled", None);
+        assert_eq!(
+            set.apply(&subject, &body),
+            Ok(Change::State("R0015".into()))
+        );
+        let (subject, body) = definition("R0015", &r0015());
+        assert_eq!(
+            set.apply(&subject, &body),
+            Ok(Change::Definition("R0015".into()))
+        );
+        assert_eq!(set.index().get("R0015").unwrap().1, RuleMode::Disabled);
+        // The same definition again changes nothing.
+        assert_eq!(set.apply(&subject, &body), Ok(Change::None));
+    }
+
+    #[test]
+    fn a_definition_that_does_not_compile_leaves_the_previous_one() {
+        let mut set = RuleSet::from_stream();
+        let (subject, body) = definition("R0015", &r0015());
+        set.load(&[(subject, body)]);
+        let broken = r0015().replace("confidence: 0.85", "confidence: 1.85");
+        let (subject, body) = definition("R0015", &broken);
+        let refused = set.apply(&subject, &body).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "ttp.rule.reloaded.R0015: does not compile here: \
+             R0015.yaml:11:55: emits[0].confidence: 1.85 is outside [0, 1]"
+        );
+        let (def, _) = set.index().get("R0015").unwrap();
+        assert_eq!(def.emits[0].confidence, 0.85);
+    }
+
+    #[test]
+    fn a_tombstone_evicts_and_a_directory_ignores_definitions() {
+        let mut set = RuleSet::from_stream();
+        let (subject, body) = definition("R0015", &r0015());
+        set.load(&[(subject.clone(), body.clone())]);
+        let tombstone =
+            serde_json::to_vec(&json!({"rule_id": "R0015", "deleted": true, "seq": 2})).unwrap();
+        assert_eq!(
+            set.apply(&subject, &tombstone),
+            Ok(Change::Deletion("R0015".into()))
+        );
+        assert!(set.is_empty());
+        assert_eq!(set.apply(&subject, &tombstone), Ok(Change::None));
+
+        let mut dir = RuleSet::from_directory(RuleIndex::new(&Pack::default()));
+        assert_eq!(dir.apply(&subject, &body), Ok(Change::None));
+        assert!(dir.is_empty());
+    }
 }

@@ -195,7 +195,7 @@ async fn serve(
     );
 
     // What a crash left staged goes out before any new work (EVENTS.md §2.4).
-    outbox::drain(&db, &js, SERVICE).await;
+    outbox::drain(&db, &js, SERVICE, outbox::PIPELINED).await;
     health.set(Readiness::Ready);
     let published = Arc::new(Notify::new());
     let publisher = tokio::spawn(outbox::publish_loop(
@@ -203,6 +203,7 @@ async fn serve(
             db: db.clone(),
             js: js.clone(),
             service: SERVICE,
+            window: outbox::PIPELINED,
             health: Arc::clone(health),
             pending: ops.outbox_pending(SERVICE),
         },
@@ -225,7 +226,7 @@ async fn serve(
     };
     let result = decnet_bus::run(&js, &consumer, &mut tagger, &runner, shutdown).await;
     let _ = publisher.await;
-    outbox::drain(&db, &js, SERVICE).await;
+    outbox::drain(&db, &js, SERVICE, outbox::PIPELINED).await;
     db.close().await;
     result.map_err(TaggerError::from)
 }
