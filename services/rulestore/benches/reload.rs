@@ -358,11 +358,9 @@ fn target(label: &str, p95: f64, target: f64) {
     println!("  {label:<44}{p95:>8.2} ms   target < {target:.0} ms   {verdict}");
 }
 
-// A feed compiles a definition on the runtime's worker (about 50 ms here, see the "index
-// rebuild" row); with one worker per core, three feeds compiling at once would also stall the
-// store and the bench's own clock reads. Spare workers leave the sharing of the cores to the OS,
-// as between the separate processes of a real swarm.
-#[tokio::main(flavor = "multi_thread", worker_threads = 8)]
+// One worker per core, as a tagger runs: a feed validates the changed rule on a worker (the
+// "index rebuild" row is the swap itself) and recompiles its kind's set on a blocking thread.
+#[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let n: usize = std::env::args()
         .skip(1)
