@@ -143,7 +143,20 @@ fn clock_now(clock: &ManualClock) -> chrono::DateTime<Utc> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn states_and_definitions_survive_a_restart_of_the_store_and_the_taggers() {
-    let swarm = Swarm::new().await;
+    survive_restarts(Swarm::new().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn states_and_definitions_survive_restarts_on_postgres() {
+    let Some(pg) = decnet_test_support::FreshPostgres::create("the rule store on PostgreSQL").await
+    else {
+        return;
+    };
+    survive_restarts(Swarm::with_database(Some(pg.url.clone())).await).await;
+    pg.remove().await;
+}
+
+async fn survive_restarts(swarm: Swarm) {
     let store = swarm.store().await;
     swarm
         .request(
@@ -391,6 +404,41 @@ async fn evaluations_never_see_a_torn_rule_during_an_edit_storm() {
         seen > 10,
         "the storm reached the evaluators: {seen} versions seen"
     );
+    store.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_edit_is_counted_and_every_replica_keeps_the_last_good_version() {
+    let swarm = Swarm::new().await;
+    let store = swarm.store().await;
+    let feed = swarm.feed().await;
+    let good = swarm.read("R0015");
+    swarm.save(
+        "R0015",
+        &good.replace("confidence: 0.85", "confidence: 1.85"),
+    );
+    for _ in 0..200 {
+        if store.metric("decnet_rulestore_refused_total") == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(store.metric("decnet_rulestore_refused_total"), Some(1.0));
+    let (def, _) = rule_in(&feed, "R0015").unwrap();
+    assert_eq!(def.emits[0].confidence, 0.85);
+    let held = retained(&swarm, "ttp.rule.reloaded.R0015").await.unwrap();
+    assert_eq!(
+        held["source"].as_str().unwrap(),
+        good,
+        "the stream keeps the good text"
+    );
+    // Fixed, it goes out as usual.
+    swarm.save("R0015", &common::describe(&good, "Fixed."));
+    wait_for(&feed, "the fixed R0015", |i| {
+        i.get("R0015")
+            .is_some_and(|(d, _)| d.description.starts_with("Fixed."))
+    })
+    .await;
     store.stop().await;
 }
 

@@ -119,6 +119,11 @@ pub struct Swarm {
 impl Swarm {
     /// A server, a SQLite file and a copy of the shipped pack.
     pub async fn new() -> Swarm {
+        Swarm::with_database(None).await
+    }
+
+    /// A server, the given database (a SQLite file when `None`) and a copy of the pack.
+    pub async fn with_database(database_url: Option<String>) -> Swarm {
         // `DECNET_TEST_LOG=info` shows what the store and the feeds did.
         if let Ok(filter) = std::env::var("DECNET_TEST_LOG") {
             let _ = tracing_subscriber::fmt()
@@ -130,7 +135,8 @@ impl Swarm {
         let tmp = TempDir::new().unwrap();
         let dir = tmp.path().join("rules");
         copy_pack(&dir);
-        let database_url = format!("sqlite://{}", tmp.path().join("decnet.db").display());
+        let database_url = database_url
+            .unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("decnet.db").display()));
         let client = async_nats::connect(nats.url()).await.unwrap();
         let js = jetstream::new(client.clone());
         Swarm {
