@@ -6,22 +6,9 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use decnet_test_support::{NatsServer, free_port};
+use decnet_test_support::{NatsServer, copy_dir, free_port};
 use serde_json::Value;
 use tempfile::TempDir;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 fn decnet(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_decnet"))
@@ -70,7 +57,8 @@ fn operators_change_rule_state_from_the_command_line() {
     copy_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/ttp"),
         &rules,
-    );
+    )
+    .unwrap();
     let mut store = rulestore(&url, tmp.path(), &rules);
 
     let out = until_answered(&[
@@ -204,7 +192,8 @@ fn the_rule_store_refuses_to_start_on_an_invalid_pack_and_names_each_problem() {
     copy_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/ttp"),
         &rules,
-    );
+    )
+    .unwrap();
     let r0015 = std::fs::read_to_string(rules.join("R0015.yaml")).unwrap();
     std::fs::write(
         rules.join("R0015.yaml"),

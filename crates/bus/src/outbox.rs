@@ -9,9 +9,25 @@ use std::time::Duration;
 use async_nats::jetstream;
 use bytes::Bytes;
 use decnet_ops::{Health, Readiness};
-use decnet_storage::Database;
+use decnet_storage::{Database, OutboxMessage};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, watch};
+
+/// A JSON payload as an outbox message with the headers every decnet message carries
+/// (EVENTS.md §1.1).
+pub fn message(subject: String, msg_id: String, body: &impl serde::Serialize) -> OutboxMessage {
+    let mut headers = std::collections::BTreeMap::new();
+    headers.insert(
+        decnet_proto::header::SCHEMA_VERSION.to_owned(),
+        decnet_proto::SCHEMA_VERSION.to_string(),
+    );
+    OutboxMessage {
+        subject,
+        msg_id,
+        headers,
+        body: serde_json::to_vec(body).expect("payload types serialise"),
+    }
+}
 
 /// Messages in flight per pass for a high-volume service (the tagger): one round trip per
 /// message would cap it at the outbox's pace.

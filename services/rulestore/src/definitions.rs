@@ -417,7 +417,7 @@ pub fn reloaded_msg_id(row: &StoredRule) -> String {
 pub fn reloaded_message(row: &StoredRule) -> OutboxMessage {
     let subject = subject::rule_reloaded(&row.rule_id)
         .unwrap_or_else(|_| format!("ttp.rule.reloaded.{}", row.rule_id));
-    crate::message(subject, reloaded_msg_id(row), &reloaded_body(row))
+    decnet_bus::outbox::message(subject, reloaded_msg_id(row), &reloaded_body(row))
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 //! answered only after its commit. One task owns the directory, the requests and the expiry
 //! timer, so a state request never races a reload of the rule it names.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +22,7 @@ use decnet_proto::control::{
     QUEUE_GROUP, RULESTORE_SERVICE, RULESTORE_STATE_CLEAR, RULESTORE_STATE_SET, StateClearRequest,
     StateSetRequest,
 };
-use decnet_proto::{SCHEMA_VERSION, header};
+use decnet_proto::header;
 use decnet_storage::{Database, Options, OutboxMessage};
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -420,20 +419,5 @@ async fn repair_stream(js: &jetstream::Context, db: &Database, defs: &Definition
     }
     if repaired > 0 {
         tracing::info!(repaired, "RULES stream repaired from the store");
-    }
-}
-
-/// An outbox message with the headers every decnet message carries.
-pub(crate) fn message(subject: String, msg_id: String, body: &impl Serialize) -> OutboxMessage {
-    let mut headers = BTreeMap::new();
-    headers.insert(
-        header::SCHEMA_VERSION.to_owned(),
-        SCHEMA_VERSION.to_string(),
-    );
-    OutboxMessage {
-        subject,
-        msg_id,
-        headers,
-        body: serde_json::to_vec(body).expect("payload types serialise"),
     }
 }

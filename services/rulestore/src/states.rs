@@ -256,7 +256,7 @@ pub fn state_msg_id(state: &RuleStateMessage) -> String {
 pub fn state_message(state: &RuleStateMessage) -> OutboxMessage {
     let subject = subject::rule_state(&state.rule_id)
         .unwrap_or_else(|_| format!("ttp.rule.state.{}", state.rule_id));
-    crate::message(subject, state_msg_id(state), state)
+    decnet_bus::outbox::message(subject, state_msg_id(state), state)
 }
 
 fn micros(t: DateTime<Utc>) -> DateTime<Utc> {

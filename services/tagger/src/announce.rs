@@ -4,18 +4,18 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use decnet_bus::outbox::message;
 use decnet_proto::payload::attacker::Observed;
 use decnet_proto::payload::ttp::{
     self as wire, EvaluatedState, RuleFired, SuppressedReason, Tagged, TaggedRow,
 };
+use decnet_proto::subject;
 use decnet_proto::wire::{Decky, Ip};
-use decnet_proto::{SCHEMA_VERSION, header, subject};
 use decnet_storage::{OutboxMessage, WriteOutcome};
 use decnet_ttp::engine::{SuppressReason, Suppressed};
 use decnet_ttp::state::RuleMode;
 use decnet_ttp::tag::CONFIDENCE_FLOOR;
 use decnet_ttp::{RuleIndex, Tag};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -53,20 +53,6 @@ fn digest(uuids: &[Uuid]) -> String {
     sorted.sort();
     let hash = Sha256::digest(sorted.join("\n").as_bytes());
     hash.iter().take(16).map(|b| format!("{b:02x}")).collect()
-}
-
-fn message(subject: String, msg_id: String, body: &impl Serialize) -> OutboxMessage {
-    let mut headers = BTreeMap::new();
-    headers.insert(
-        header::SCHEMA_VERSION.to_owned(),
-        SCHEMA_VERSION.to_string(),
-    );
-    OutboxMessage {
-        subject,
-        msg_id,
-        headers,
-        body: serde_json::to_vec(body).expect("payload types serialise"),
-    }
 }
 
 /// The identities the store resolved: a tag without one of its own takes its attacker's

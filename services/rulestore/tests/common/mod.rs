@@ -26,20 +26,7 @@ pub fn shipped_rules() -> PathBuf {
 
 /// A copy of the shipped pack (rule files and data tables) in a fresh directory.
 pub fn copy_pack(into: &Path) {
-    copy_dir(&shipped_rules(), into);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
+    decnet_test_support::copy_dir(&shipped_rules(), into).unwrap();
 }
 
 /// A rule text with `prefix` put before its (single-quoted) description: a change that needs
