@@ -546,5 +546,33 @@ async fn bad_state_requests_are_refused_with_the_spec_words_and_change_nothing()
         retained(&swarm, "ttp.rule.state.R0016").await.is_none(),
         "nothing was published"
     );
+
+    // The endpoints are discoverable through the NATS service API, in queue group `q`.
+    let info = swarm
+        .client
+        .request("$SRV.INFO.decnet-rulestore".to_owned(), "".into())
+        .await
+        .unwrap();
+    let info: Value = serde_json::from_slice(&info.payload).unwrap();
+    assert_eq!(info["name"], "decnet-rulestore");
+    let mut endpoints: Vec<(String, String)> = info["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["subject"].as_str().unwrap().to_owned(),
+                e["queue_group"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    endpoints.sort();
+    assert_eq!(
+        endpoints,
+        vec![
+            (CLEAR.to_owned(), "q".to_owned()),
+            (SET.to_owned(), "q".to_owned())
+        ]
+    );
     store.stop().await;
 }
