@@ -1,5 +1,6 @@
 //! Command-line definitions and dispatch.
 
+mod canary;
 mod publish;
 mod rule_state;
 mod rules;
@@ -49,6 +50,8 @@ enum Command {
     Rules(rules::RulesCommand),
     /// The tagger service: source events from JetStream in, tags in the database out.
     Tagger(service::TaggerArgs),
+    /// The canary beacon (no subcommand), and its tokens: mint, revoke, list, triggers.
+    Canary(canary::CanaryArgs),
     /// The rule-store master: watches the rules directory, keeps rule definitions and states,
     /// publishes them on the RULES stream, answers rule-state requests.
     Rulestore(service::RulestoreArgs),
@@ -93,6 +96,7 @@ pub(crate) fn run(cli: Cli) -> ExitCode {
         Command::Rules(command) => rules::run(command),
         Command::Tagger(args) => service::tagger(&args),
         Command::Rulestore(args) => service::rulestore(&args),
+        Command::Canary(args) => canary::run(&args),
         Command::Up(args) => service::up(&args),
         Command::Publish(args) => publish::run(&args),
         Command::Tail(args) => tail::run(&args),

@@ -22,17 +22,17 @@ use super::{EXIT_UNUSABLE, tag::report};
 pub(crate) struct Shared {
     /// NATS server.
     #[arg(long, env = "DECNET_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
+    pub(crate) nats_url: String,
     /// Database: `sqlite://PATH` (created if missing) or `postgres://…`.
     #[arg(long, env = "DECNET_DATABASE_URL")]
     database_url: Option<String>,
     /// Where embedded state lives (the SQLite file, a child NATS server's store).
     #[arg(long, env = "DECNET_DATA_DIR", default_value = "./data")]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
 }
 
 impl Shared {
-    fn database_url(&self) -> String {
+    pub(crate) fn database_url(&self) -> String {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("decnet.db").display()))
@@ -102,6 +102,9 @@ pub(crate) struct UpArgs {
     /// Where `/healthz`, `/readyz` and `/metrics` of every service started are served.
     #[arg(long, env = "DECNET_UP_OPS_LISTEN", default_value = "127.0.0.1:9100")]
     ops_listen: SocketAddr,
+    /// The canary beacon's options.
+    #[command(flatten)]
+    canary: super::canary::CanaryOptions,
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -137,7 +140,7 @@ fn shutdown_signal() -> (Arc<watch::Sender<bool>>, watch::Receiver<bool>) {
 }
 
 /// A service run in this process: its name for messages and its future.
-type Service<'a> = (
+pub(crate) type Service<'a> = (
     &'static str,
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + 'a>>,
 );
@@ -145,7 +148,7 @@ type Service<'a> = (
 /// Run services with one ops listener on `ops_listen` until SIGTERM or Ctrl-C, or until one of
 /// them fails, which stops the others (a tagger following a rule store that could not start
 /// would wait for rules forever); `flag` names the option that set the address.
-fn run_services<'a>(
+pub(crate) fn run_services<'a>(
     ops_listen: SocketAddr,
     flag: &str,
     services: impl FnOnce(Arc<Ops>, watch::Receiver<bool>) -> Vec<Service<'a>>,
@@ -209,6 +212,21 @@ fn tagger_service<'a>(
         "tagger",
         Box::pin(async move {
             decnet_tagger::run_with(&config, &ops, shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        }),
+    )
+}
+
+pub(crate) fn canary_service<'a>(
+    config: decnet_canary::CanaryConfig,
+    ops: Arc<Ops>,
+    shutdown: watch::Receiver<bool>,
+) -> Service<'a> {
+    (
+        "canary",
+        Box::pin(async move {
+            decnet_canary::run_with(&config, &ops, shutdown)
                 .await
                 .map_err(|e| e.to_string())
         }),
@@ -321,8 +339,21 @@ pub(crate) fn up(args: &UpArgs) -> ExitCode {
     let database_url = args.shared.database_url();
     let store = RulestoreConfig::new(&args.shared.nats_url, &database_url, args.rules_dir.clone());
     let tagger = TaggerConfig::new(&args.shared.nats_url, &database_url, None);
+    let canary = match args.canary.config(&args.shared) {
+        Ok(c) => c,
+        Err(e) => {
+            report(&format!("decnet up: canary: {e}"));
+            return ExitCode::from(EXIT_UNUSABLE);
+        }
+    };
+    if canary.fingerprint_secret.is_none() {
+        tracing::warn!(
+            "DECNET_CANARY_FINGERPRINT_SECRET is not set: fingerprint canaries cannot be minted"
+        );
+    }
+    let beacon = canary.http_listen;
     report(&format!(
-        "decnet up: rule store watching {} and a tagger following it, on {}, data in {}; health and metrics on http://{}",
+        "decnet up: rule store watching {}, a tagger following it and the canary beacon on {beacon}, on {}, data in {}; health and metrics on http://{}",
         args.rules_dir.display(),
         args.shared.nats_url,
         database_url,
@@ -334,7 +365,8 @@ pub(crate) fn up(args: &UpArgs) -> ExitCode {
         |ops, shutdown| {
             vec![
                 rulestore_service(store, Arc::clone(&ops), shutdown.clone()),
-                tagger_service(tagger, ops, shutdown),
+                tagger_service(tagger, Arc::clone(&ops), shutdown.clone()),
+                canary_service(canary, ops, shutdown),
             ]
         },
     );

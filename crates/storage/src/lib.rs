@@ -1,4 +1,4 @@
-//! The tag and rule store: one API over SQLite (the embedded default, a file under the data
+//! The tag, rule and canary store: one API over SQLite (the embedded default, a file under the data
 //! directory) and PostgreSQL (a swarm), with the same migrations and the same conformance
 //! suite on both (STORAGE.md).
 //!
@@ -17,12 +17,14 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+mod canary;
 mod identity;
 mod outbox;
 mod rules;
 mod tags;
 mod time;
 
+pub use canary::{CanaryTokenRow, CanaryTriggerRow, HitRecord, NewCanaryToken, NewCanaryTrigger};
 pub use identity::{IdentityChange, IdentityRow};
 pub use outbox::{OutboxMessage, PendingMessage};
 pub use rules::{NewRule, StoredRule, StoredRuleState};
