@@ -45,9 +45,12 @@ pub(crate) struct CanaryOptions {
     /// `DECNET_CANARY_FINGERPRINT_SECRET`, never a flag).
     #[arg(long, env = "DECNET_CANARY_FINGERPRINT_SECRET_FILE")]
     fingerprint_secret_file: Option<PathBuf>,
-    /// Zone of the DNS channel.
+    /// Zone of the DNS channel (off when unset).
     #[arg(long, env = "DECNET_CANARY_DNS_ZONE")]
     dns_zone: Option<String>,
+    /// The DNS channel's UDP listener.
+    #[arg(long, env = "DECNET_CANARY_DNS_LISTEN", default_value = "0.0.0.0:5353")]
+    dns_listen: SocketAddr,
     /// Extra scanner User-Agent regexes, one per line.
     #[arg(long, env = "DECNET_CANARY_SCANNER_UA_FILE")]
     scanner_ua_file: Option<PathBuf>,
@@ -87,6 +90,7 @@ impl CanaryOptions {
             _ => None,
         };
         config.dns_zone = self.dns_zone.clone().filter(|z| !z.is_empty());
+        config.dns_listen = self.dns_listen;
         config.scanner_user_agents = match &self.scanner_ua_file {
             Some(f) => Some(
                 std::fs::read_to_string(f)

@@ -311,6 +311,67 @@ impl Beacon {
             .await
     }
 
+    /// A DNS-channel hit: `label` under the zone, asked by `resolver`. Only live DNS tokens
+    /// record; a slug hit more than an hour earlier from another resolver is flagged
+    /// `dns_echo` (resolvers and scanners re-resolving old names).
+    pub async fn handle_dns(
+        &self,
+        label: &str,
+        qname: &str,
+        resolver: IpAddr,
+    ) -> Result<(), StorageError> {
+        let key = if token::is_slug(label) {
+            token::slug_key(label)
+        } else {
+            String::new()
+        };
+        let Some(token) = self.db.canary_token_by_slug(&key).await? else {
+            return Ok(());
+        };
+        if TokenState::parse(&token.state) != Some(TokenState::Planted) || token.kind != "dns" {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let resolver = crate::net::canonical(resolver);
+        let echo = self
+            .db
+            .canary_triggers(token.uuid, 1, None)
+            .await?
+            .first()
+            .is_some_and(|last| {
+                now - last.occurred_at > chrono::TimeDelta::hours(1)
+                    && last.src_ip != resolver.to_string()
+            });
+        let hit = Hit {
+            id: Uuid::new_v4(),
+            slug: label.to_owned(),
+            method: String::new(),
+            src_ip: resolver,
+            peer_ip: resolver,
+            user_agent: None,
+            request_path: String::new(),
+            headers: Map::new(),
+            occurred_at: now,
+            query: Query::default(),
+            scanner_reason: None,
+        };
+        let mut flags = Map::new();
+        if echo {
+            flags.insert("dns_echo".into(), json!(true));
+        }
+        self.record_on(
+            &token,
+            &hit,
+            Some(qname),
+            HitKind::Beacon,
+            State::None,
+            Value::Object(flags),
+            None,
+            Instant::now(),
+        )
+        .await
+    }
+
     /// Record every chunk set that timed out by `now`.
     pub async fn expire_chunks(&self) -> Result<usize, StorageError> {
         let now = Instant::now();
@@ -354,6 +415,24 @@ impl Beacon {
         fingerprint: Option<Map<String, Value>>,
         now: Instant,
     ) -> Result<(), StorageError> {
+        self.record_on(token, hit, None, kind, state, flags, fingerprint, now)
+            .await
+    }
+
+    /// Record a hit; `dns_qname` makes it a DNS-channel hit (no HTTP fields).
+    #[allow(clippy::too_many_arguments)]
+    async fn record_on(
+        &self,
+        token: &CanaryTokenRow,
+        hit: &Hit,
+        dns_qname: Option<&str>,
+        kind: HitKind,
+        state: State,
+        flags: Value,
+        fingerprint: Option<Map<String, Value>>,
+        now: Instant,
+    ) -> Result<(), StorageError> {
+        let http = dns_qname.is_none();
         if !lock(&self.flood).hit(&(token.uuid, hit.src_ip), now) {
             // The flood guard: the latest row counts the repeat; nothing is published.
             self.db
@@ -370,15 +449,15 @@ impl Beacon {
             uuid: hit.id,
             token_uuid: token.uuid,
             occurred_at: hit.occurred_at,
-            channel: "http".to_owned(),
-            method: Some(hit.method.clone()),
+            channel: if http { "http" } else { "dns" }.to_owned(),
+            method: http.then(|| hit.method.clone()),
             src_ip: hit.src_ip.to_string(),
             peer_ip: hit.peer_ip.to_string(),
             attacker_uuid: decnet_ttp_anchor(hit.src_ip),
             user_agent: hit.user_agent.clone(),
-            request_path: Some(hit.request_path.clone()),
-            dns_qname: None,
-            headers: Some(Value::Object(hit.headers.clone())),
+            request_path: http.then(|| hit.request_path.clone()),
+            dns_qname: dns_qname.map(str::to_owned),
+            headers: http.then(|| Value::Object(hit.headers.clone())),
             hit_kind: hit_kind_name(kind).to_owned(),
             fingerprint_state: state.as_str().to_owned(),
             flags,
@@ -394,14 +473,14 @@ impl Beacon {
             trigger_id: trigger.uuid,
             decky_name: token.decky_name.as_str().into(),
             request_path: trigger.request_path.clone(),
-            dns_qname: None,
+            dns_qname: trigger.dns_qname.clone(),
             src_ip: trigger.src_ip.as_str().into(),
             user_agent: trigger.user_agent.clone(),
             occurred_at: Some(micros(hit.occurred_at)),
             token_kind: Some(token_kind(&token.generator).to_owned()),
             generator: Some(token.generator.clone()),
-            channel: Some(Channel::Http),
-            method: Some(hit.method.clone()),
+            channel: Some(if http { Channel::Http } else { Channel::Dns }),
+            method: trigger.method.clone(),
             hit_kind: Some(kind),
             fingerprint_state: Some(state.as_str().to_owned()),
             suspected_scanner: Some(scanner),

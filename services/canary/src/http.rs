@@ -39,7 +39,13 @@ pub struct App {
     pub trusted_proxies: Vec<Cidr>,
     /// Link previews and mail scanners.
     pub scanners: Scanners,
+    /// When recording last failed (ms since the epoch): for a second after a failure, hits go
+    /// straight to the spool instead of each waiting for the database.
+    pub last_failure_ms: std::sync::atomic::AtomicI64,
 }
+
+/// How long after a failed write hits skip the database.
+const OUTAGE_SKIP_MS: i64 = 1000;
 
 /// The socket peer of a request.
 #[derive(Debug, Clone, Copy)]
@@ -159,7 +165,21 @@ async fn handle(State(app): State<Arc<App>>, req: Request) -> axum::response::Re
     };
     // Recorded before the answer goes out; an outage spools the hit, and the answer is the
     // same GIF whatever happened.
-    if let Err(e) = app.beacon.handle(hit.clone()).await {
+    let now_ms = hit.occurred_at.timestamp_millis();
+    let failed_at = app
+        .last_failure_ms
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let recorded = if now_ms - failed_at < OUTAGE_SKIP_MS {
+        Err("the database failed less than a second ago".to_owned())
+    } else {
+        app.beacon
+            .handle(hit.clone())
+            .await
+            .map_err(|e| e.to_string())
+    };
+    if let Err(e) = recorded {
+        app.last_failure_ms
+            .fetch_max(now_ms, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(error = %e, "recording a hit failed; spooled");
         if let Err(e) = app.spool.append(&hit) {
             tracing::error!(error = %e, spool = %app.spool.path().display(), "spooling a hit failed; it is lost");

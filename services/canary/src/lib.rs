@@ -6,6 +6,7 @@
 pub mod beacon;
 pub mod chunks;
 pub mod control;
+pub mod dns;
 pub mod fingerprint;
 pub mod generators;
 pub mod http;

@@ -34,8 +34,10 @@ pub struct CanaryConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// The HMAC key of fingerprint nonces; fingerprint generators refuse to mint without it.
     pub fingerprint_secret: Option<String>,
-    /// Zone of the DNS channel, if any.
+    /// Zone of the DNS channel, if any; the channel is off without one.
     pub dns_zone: Option<String>,
+    /// The DNS channel's UDP listener.
+    pub dns_listen: SocketAddr,
     /// Extra scanner User-Agent regexes, one per line.
     pub scanner_user_agents: Option<String>,
     /// Operator scanner ranges, `name=cidr,…`.
@@ -59,6 +61,7 @@ impl CanaryConfig {
             trusted_proxies: Vec::new(),
             fingerprint_secret: None,
             dns_zone: None,
+            dns_listen: SocketAddr::from(([0, 0, 0, 0], 5353)),
             scanner_user_agents: None,
             scanner_cidrs: None,
             chunk_timeout: Duration::from_secs(30),
@@ -123,7 +126,13 @@ async fn serve_all(
         config.scanner_cidrs.as_deref(),
     )
     .map_err(CanaryError::Config)?;
-    let db = Database::connect(&config.database_url, &Options::default()).await?;
+    // A hit waits for the database at most a second before it goes to the spool: the beacon
+    // must stay as quick as nginx while the database is away.
+    let options = Options {
+        acquire_timeout: Duration::from_secs(1),
+        ..Options::default()
+    };
+    let db = Database::connect(&config.database_url, &options).await?;
     let client = connect(&config.nats_url, "decnet-canary", config.connect_patience).await?;
     let js = jetstream::new(client.clone());
     ensure_streams(&js, &["EVENTS", "DLQ"]).await?;
@@ -147,8 +156,27 @@ async fn serve_all(
         spool: Arc::clone(&spool),
         trusted_proxies: config.trusted_proxies.clone(),
         scanners,
+        last_failure_ms: std::sync::atomic::AtomicI64::new(i64::MIN / 2),
     });
     let server = tokio::spawn(serve(listener, router(app), shutdown.clone()));
+    let dns = match &config.dns_zone {
+        Some(zone) => {
+            let socket = tokio::net::UdpSocket::bind(config.dns_listen)
+                .await
+                .map_err(|source| CanaryError::Listen {
+                    addr: config.dns_listen,
+                    source,
+                })?;
+            tracing::info!(listen = %config.dns_listen, zone, "DNS channel started");
+            Some(tokio::spawn(crate::dns::serve(
+                socket,
+                zone.clone(),
+                Arc::clone(&beacon),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     let publisher = tokio::spawn(outbox::publish_loop(
         outbox::Publisher {
             db: db.clone(),
@@ -195,6 +223,9 @@ async fn serve_all(
     }
     control.abort();
     let _ = server.await;
+    if let Some(dns) = dns {
+        let _ = dns.await;
+    }
     let _ = publisher.await;
     outbox::drain(&db, &js, SERVICE, outbox::PIPELINED).await;
     db.close().await;

@@ -33,10 +33,20 @@ struct Canary {
 
 impl Canary {
     async fn start(tune: impl FnOnce(&mut CanaryConfig)) -> Canary {
+        Canary::start_on(None, tune).await
+    }
+
+    /// With the service on `database` (a SQLite file when `None`); `database.1` is the URL the
+    /// test itself reads through.
+    async fn start_on(
+        database: Option<(String, String)>,
+        tune: impl FnOnce(&mut CanaryConfig),
+    ) -> Canary {
         let nats = NatsServer::start().unwrap();
         let tmp = TempDir::new().unwrap();
-        let url = format!("sqlite://{}", tmp.path().join("decnet.db").display());
-        let mut config = CanaryConfig::new(&nats.url(), &url, tmp.path());
+        let sqlite = format!("sqlite://{}", tmp.path().join("decnet.db").display());
+        let (service_url, url) = database.unwrap_or((sqlite.clone(), sqlite));
+        let mut config = CanaryConfig::new(&nats.url(), &service_url, tmp.path());
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         config.http_listen = addr;
         config.http_base = format!("http://{addr}");
@@ -762,4 +772,174 @@ async fn minting_refuses_what_it_cannot_honour() {
         );
     }
     c.stop().await;
+}
+
+/// A DNS query for `name`, type A, as a resolver sends it.
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut p = vec![0xbe, 0xef, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        p.push(label.len() as u8);
+        p.extend_from_slice(label.as_bytes());
+    }
+    p.extend_from_slice(&[0, 0, 1, 0, 1]);
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_case_dns_query_for_a_live_dns_token_matches() {
+    let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let c = Canary::start(|c| {
+        c.dns_zone = Some("canary.example".to_owned());
+        c.dns_listen = dns;
+    })
+    .await;
+    let mut events = c.client.subscribe("canary.*.triggered").await.unwrap();
+    c.client.flush().await.unwrap();
+    let minted = c
+        .request(
+            "decnet.canary.token.mint",
+            json!({"generator": "ssh_key", "decky_name": "decoy-01", "created_by": "test"}),
+        )
+        .await
+        .unwrap();
+    let token: Uuid = minted["token"]["uuid"].as_str().unwrap().parse().unwrap();
+    let name = minted["token"]["dns_name"].as_str().unwrap().to_owned();
+    assert!(name.ends_with(".canary.example"), "{name}");
+    let slug = name.split('.').next().unwrap().to_owned();
+    assert_eq!(
+        slug,
+        slug.to_ascii_lowercase(),
+        "minted slugs are lower-case"
+    );
+    // A resolver using 0x20 randomisation: every other letter upper-cased.
+    let mixed: String = name
+        .chars()
+        .enumerate()
+        .map(|(i, ch)| {
+            if i % 2 == 0 {
+                ch.to_ascii_uppercase()
+            } else {
+                ch
+            }
+        })
+        .collect();
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(&dns_query(&mixed), dns).await.unwrap();
+    let mut buf = [0u8; 512];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let reply = &buf[..n];
+    assert_eq!(&reply[..2], &[0xbe, 0xef]);
+    assert_eq!(reply[2] & 0x04, 0x04, "authoritative");
+    assert_eq!(reply[3] & 0x0f, 0, "NOERROR");
+    assert_eq!(&reply[n - 4..], &[192, 0, 2, 1]);
+    assert!(
+        reply
+            .windows(mixed.len().min(10))
+            .any(|w| w == &mixed.as_bytes()[..mixed.len().min(10)]),
+        "the question echoed as asked"
+    );
+
+    let rows = c.triggers(token).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].channel, "dns");
+    assert_eq!(rows[0].dns_qname.as_deref(), Some(name.as_str()));
+    assert_eq!(rows[0].method, None);
+    let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let body: Value = serde_json::from_slice(&event.payload).unwrap();
+    assert_eq!(body["channel"], "dns");
+    assert_eq!(body["token_kind"], "ssh_key");
+    assert_eq!(body["dns_qname"], name.as_str());
+
+    // Outside the zone: NXDOMAIN; garbage: no answer at all.
+    socket
+        .send_to(&dns_query("www.example.org"), dns)
+        .await
+        .unwrap();
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(buf[3] & 0x0f, 3);
+    assert!(n >= 12);
+    socket.send_to(&[0xff; 7], dns).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), socket.recv_from(&mut buf))
+            .await
+            .is_err()
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_during_a_database_outage_are_spooled_and_recorded_when_it_returns() {
+    let Some(pg) =
+        decnet_test_support::FreshPostgres::create("the canary spool on PostgreSQL").await
+    else {
+        return;
+    };
+    let target: SocketAddr = pg.authority.rsplit('@').next().unwrap().parse().unwrap();
+    let proxy = decnet_test_support::TcpProxy::start(target).unwrap();
+    let proxied = pg.url.replacen(
+        &target.to_string(),
+        &format!("127.0.0.1:{}", proxy.port()),
+        1,
+    );
+    let c = Canary::start_on(Some((proxied, pg.url.clone())), |_| {}).await;
+    let (token, path) = c.mint("honeydoc").await;
+    proxy.cut();
+    let addr = c.addr;
+    let p = path.clone();
+    let started = std::time::Instant::now();
+    let answers = tokio::task::spawn_blocking(move || {
+        (0..5)
+            .map(|i| get(addr, &format!("{p}/during-{i}")))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for a in &answers {
+        assert_gif(a);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the beacon stays quick: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        c.triggers(token).await.is_empty(),
+        "nothing reached the database"
+    );
+    proxy.restore();
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = c.triggers(token).await;
+        if rows.len() == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut paths: Vec<String> = rows.iter().filter_map(|r| r.request_path.clone()).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        (0..5)
+            .map(|i| format!("{path}/during-{i}"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        c.db.canary_token(token)
+            .await
+            .unwrap()
+            .unwrap()
+            .trigger_count,
+        5
+    );
+    c.stop().await;
+    pg.remove().await;
 }
