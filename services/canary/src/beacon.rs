@@ -148,6 +148,8 @@ pub struct Beacon {
     chunks: Mutex<Reassembly<Hit>>,
     /// Woken after each commit so the outbox goes out at once.
     published: Arc<Notify>,
+    /// What `/metrics` shows.
+    pub metrics: crate::metrics::CanaryMetrics,
 }
 
 impl Beacon {
@@ -168,6 +170,7 @@ impl Beacon {
             )),
             chunks: Mutex::new(Reassembly::new(chunk_timeout)),
             published,
+            metrics: crate::metrics::CanaryMetrics::default(),
         }
     }
 
@@ -438,6 +441,10 @@ impl Beacon {
             self.db
                 .repeat_canary_hit(token.uuid, &hit.src_ip.to_string(), hit.occurred_at)
                 .await?;
+            self.metrics
+                .hits
+                .get_or_create(&vec![("outcome", "repeat")])
+                .inc();
             return Ok(());
         }
         let signals: Option<FingerprintSignals> = fingerprint
@@ -498,7 +505,18 @@ impl Beacon {
             })
             .await?;
         if let HitRecord::Recorded { revoked, .. } = outcome {
+            self.metrics
+                .hits
+                .get_or_create(&vec![("outcome", "recorded")])
+                .inc();
+            if kind == HitKind::Fingerprint {
+                self.metrics
+                    .fingerprints
+                    .get_or_create(&vec![("state", state.as_str())])
+                    .inc();
+            }
             if revoked {
+                self.metrics.revoked.inc();
                 tracing::info!(token = %token.uuid, "fingerprint collected; token revoked");
             }
             self.published.notify_one();

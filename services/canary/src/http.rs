@@ -181,6 +181,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request) -> axum::response::Re
         app.last_failure_ms
             .fetch_max(now_ms, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(error = %e, "recording a hit failed; spooled");
+        app.beacon.metrics.spooled.inc();
         if let Err(e) = app.spool.append(&hit) {
             tracing::error!(error = %e, spool = %app.spool.path().display(), "spooling a hit failed; it is lost");
         }

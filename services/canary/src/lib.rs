@@ -11,6 +11,7 @@ pub mod fingerprint;
 pub mod generators;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod net;
 pub mod response;
 pub mod scanner;

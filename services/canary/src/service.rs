@@ -144,6 +144,7 @@ async fn serve_all(
         config.chunk_timeout,
         Arc::clone(&published),
     ));
+    ops.register(|r| beacon.metrics.register(r));
     let spool = Arc::new(Spool::new(&config.spool));
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
@@ -210,7 +211,9 @@ async fn serve_all(
                 if let Err(e) = beacon.expire_chunks().await {
                     tracing::warn!(error = %e, "recording timed-out chunk sets failed; retrying");
                 }
-                if spool.pending() > 0 {
+                let pending = spool.pending();
+                beacon.metrics.spool_pending.set(pending as i64);
+                if pending > 0 {
                     match spool.replay(&beacon).await {
                         Ok(n) if n > 0 => tracing::info!(replayed = n, "spooled hits recorded"),
                         Ok(_) => {}

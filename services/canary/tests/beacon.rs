@@ -27,6 +27,7 @@ struct Canary {
     client: async_nats::Client,
     db: Database,
     addr: SocketAddr,
+    ops: Arc<Ops>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), decnet_canary::CanaryError>>,
 }
@@ -79,6 +80,7 @@ impl Canary {
             client,
             db,
             addr,
+            ops,
             stop,
             task,
         }
