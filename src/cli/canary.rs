@@ -1,9 +1,9 @@
 //! `decnet canary …`: the canary beacon, and its tokens from the command line.
 //!
-//! `decnet canary` (no subcommand) runs the service. `mint` and `revoke` go through the
-//! service's control subjects, so they change nothing unless the service committed; `list`,
-//! `get` and `triggers` read the tables, as the REST API does; `generators` lists what can be
-//! minted.
+//! `decnet canary` (no subcommand) runs the service. `mint`, `revoke` and `placement` go
+//! through the service's control subjects, so they change nothing unless the service
+//! committed; `list`, `get` and `triggers` read the tables, as the REST API does; `generators`
+//! lists what can be minted.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -163,6 +163,27 @@ enum CanaryCommand {
         #[arg(long, env = "DECNET_NATS_URL", default_value = "nats://127.0.0.1:4222")]
         nats_url: String,
     },
+    /// Report whether an artifact was planted (`--ok`, or `--error TEXT` for a failure).
+    Placement {
+        /// The token's uuid.
+        token: String,
+        /// The artifact is in place.
+        #[arg(long, conflicts_with = "error")]
+        ok: bool,
+        /// Planting failed, and why.
+        #[arg(long)]
+        error: Option<String>,
+        /// NATS server the canary service answers on.
+        #[arg(long, env = "DECNET_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+    },
+    /// One token (never its nonce).
+    Get {
+        #[command(flatten)]
+        shared: Shared,
+        /// The token's uuid.
+        token: String,
+    },
     /// List tokens (newest first).
     List {
         #[command(flatten)]
@@ -220,6 +241,40 @@ pub(crate) fn run(args: &CanaryArgs) -> ExitCode {
                 Ok(token) => print_json(&token),
                 Err(code) => code,
             }
+        }
+        Some(CanaryCommand::Placement {
+            token,
+            ok,
+            error,
+            nats_url,
+        }) => {
+            if !ok && error.is_none() {
+                report("decnet canary placement: say --ok, or --error TEXT for a failed placement");
+                return ExitCode::from(EXIT_UNUSABLE);
+            }
+            let body = json!({"token_id": token, "ok": ok, "error": error});
+            match request(nats_url, decnet_canary::control::PLACEMENT, &body) {
+                Ok(token) => print_json(&token),
+                Err(code) => code,
+            }
+        }
+        Some(CanaryCommand::Get { shared, token }) => {
+            let Ok(token) = token.parse::<uuid::Uuid>() else {
+                report(&format!("decnet canary get: '{token}' is not a token uuid"));
+                return ExitCode::from(EXIT_UNUSABLE);
+            };
+            read_db(shared, async |db| {
+                Ok(match db.canary_token(token).await? {
+                    Some(r) => json!({"uuid": r.uuid, "kind": r.kind, "generator": r.generator,
+                        "decky_name": r.decky_name, "placement_path": r.placement_path,
+                        "state": r.state, "memo": r.memo, "created_by": r.created_by,
+                        "created_at": r.created_at, "placed_at": r.placed_at,
+                        "last_triggered_at": r.last_triggered_at, "trigger_count": r.trigger_count,
+                        "last_error": r.last_error, "revoked_at": r.revoked_at,
+                        "revoked_by": r.revoked_by, "revoke_reason": r.revoke_reason}),
+                    None => Value::Null,
+                })
+            })
         }
         Some(CanaryCommand::List {
             shared,
