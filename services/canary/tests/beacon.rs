@@ -543,6 +543,14 @@ async fn a_valid_fingerprint_is_kept_the_token_revoked_and_later_hits_go_dark() 
         body["fingerprint"].get("mint").is_none(),
         "the raw fingerprint stays home"
     );
+    let metrics = c.ops.metrics();
+    for line in [
+        "decnet_canary_revoked_total 1",
+        "decnet_canary_fingerprints_total{state=\"valid\"} 1",
+        "decnet_canary_hits_total{outcome=\"recorded\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
     c.stop().await;
 }
 
