@@ -148,7 +148,15 @@ impl Database {
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
         {
-            Database::Sqlite(sqlite_pool(Path::new(path), options).await?)
+            let db = Database::Sqlite(sqlite_pool(Path::new(path), options).await?);
+            // sqlx locks nothing on SQLite, and services sharing one file (`decnet up`, or
+            // separate processes) start together: a lock file beside the database lets one
+            // migrate at a time, across processes and within one.
+            let lock = migration_lock(Path::new(path)).await?;
+            let migrated = db.migrate().await;
+            drop(lock);
+            migrated?;
+            return Ok(db);
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let connect = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
@@ -164,9 +172,10 @@ impl Database {
         Ok(db)
     }
 
-    /// Apply pending migrations; several processes doing so at once is safe (sqlx takes a
-    /// lock), and a database that holds a migration this binary does not know is an error
-    /// naming its version.
+    /// Apply pending migrations (PostgreSQL: sqlx takes an advisory lock, so several processes
+    /// may do so at once; SQLite: [`Database::connect`] holds a lock file around it); a
+    /// database that holds a migration this binary does not know is an error naming its
+    /// version.
     pub async fn migrate(&self) -> Result<(), StorageError> {
         match self {
             Database::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await?,
@@ -190,6 +199,26 @@ impl Database {
             Database::Postgres(pool) => pool.close().await,
         }
     }
+}
+
+/// An exclusive lock on `<database>.migrate-lock`, held until the file is dropped.
+async fn migration_lock(path: &Path) -> Result<std::fs::File, StorageError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".migrate-lock");
+    let lock_path = std::path::PathBuf::from(name);
+    let io = |e: std::io::Error| StorageError::Query(sqlx::Error::Io(e));
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        file.lock()?;
+        Ok(file)
+    })
+    .await
+    .map_err(|e| io(std::io::Error::other(e)))?
+    .map_err(io)
 }
 
 async fn sqlite_pool(path: &Path, options: &Options) -> Result<SqlitePool, StorageError> {

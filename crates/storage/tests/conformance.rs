@@ -1691,3 +1691,20 @@ async fn canary_rows_the_schema_refuses_are_constraint_errors_with_nothing_writt
     })
     .await;
 }
+
+/// Services sharing one SQLite file start together (`decnet up`): each migrates, and none may
+/// trip over another's half-applied migration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_starting_together_on_one_sqlite_file_all_migrate() {
+    let tmp = tempfile::TempDir::new().unwrap();
+    let url = format!("sqlite://{}", tmp.path().join("shared.db").display());
+    let connects = (0..6).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move { Database::connect(&url, &Options::default()).await })
+    });
+    let mut handles = Vec::new();
+    handles.extend(connects);
+    for handle in handles {
+        handle.await.unwrap().expect("every service migrates");
+    }
+}
