@@ -1,0 +1,92 @@
+//! `decnet up` on a fresh data directory, as a newcomer runs it: it starts its own
+//! nats-server, every service becomes ready on one ops listener, the beacon answers, and
+//! SIGTERM stops it all cleanly.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use decnet_test_support::{free_port, nats_server_binary};
+use tempfile::TempDir;
+
+fn get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    out.push_str(&String::from_utf8_lossy(&raw));
+    Some(out)
+}
+
+#[test]
+fn up_starts_every_service_on_a_fresh_data_directory_and_stops_on_sigterm() {
+    let tmp = TempDir::new().unwrap();
+    let (ops, beacon, nats) = (free_port(), free_port(), free_port());
+    let mut up = Command::new(env!("CARGO_BIN_EXE_decnet"))
+        .arg("up")
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .args(["--nats-url", &format!("nats://127.0.0.1:{nats}")])
+        .arg("--nats-server")
+        .arg(nats_server_binary().unwrap())
+        .args(["--ops-listen", &format!("127.0.0.1:{ops}")])
+        .args(["--http-listen", &format!("127.0.0.1:{beacon}")])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("DECNET_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut ready = String::new();
+    while started.elapsed() < Duration::from_secs(60) {
+        if let Some(answer) = get(ops, "/readyz")
+            && answer.starts_with("HTTP/1.1 200")
+        {
+            ready = answer;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for line in ["rulestore: ready", "tagger: ready", "canary: ready"] {
+        assert!(ready.contains(line), "{line} in {ready:?}");
+    }
+    let gif = get(beacon, "/c/aaaaaaaaaaaaaaaaaaaaaaaaaa").unwrap();
+    assert!(
+        gif.starts_with("HTTP/1.1 200 OK\r\nServer: nginx\r\n"),
+        "{gif}"
+    );
+
+    let term = Command::new("kill")
+        .args(["-TERM", &up.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let mut status = None;
+    for _ in 0..300 {
+        if let Some(s) = up.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = status.expect("decnet up stops within 30 s of SIGTERM");
+    let mut err = String::new();
+    up.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "{status}: {err}");
+    assert!(
+        err.contains("started "),
+        "it said it started its own nats-server: {err}"
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", nats)).is_err(),
+        "its nats-server child is gone"
+    );
+}
