@@ -12,9 +12,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use base64::Engine;
+use decnet_bus::control::RequestError;
 use decnet_canary::CanaryConfig;
 use decnet_canary::control::{MINT, REVOKE};
-use decnet_proto::control::{ERROR_CODE_HEADER, ERROR_HEADER, REPLY_TIMEOUT};
+use decnet_proto::control::REPLY_TIMEOUT;
 use serde_json::{Value, json};
 
 use super::EXIT_UNUSABLE;
@@ -379,42 +380,24 @@ fn request(nats_url: &str, subject: &'static str, body: &Value) -> Result<Value,
         .build()
         .expect("a tokio runtime starts");
     let verb = subject.rsplit('.').next().unwrap_or(subject);
-    let reply = runtime.block_on(async {
-        let client = async_nats::ConnectOptions::new()
-            .name("decnet-cli")
-            .connection_timeout(REPLY_TIMEOUT)
-            .request_timeout(Some(REPLY_TIMEOUT))
-            .connect(nats_url)
-            .await
-            .map_err(|e| format!("cannot reach NATS at {nats_url}: {e}"))?;
-        client
-            .request(subject, serde_json::to_vec(body).expect("JSON").into())
-            .await
-            .map_err(|_| format!("canary service unavailable: no answer on {subject} within 2 s"))
-    });
-    let reply = match reply {
-        Ok(r) => r,
-        Err(message) => {
+    runtime
+        .block_on(decnet_bus::control::request(
+            nats_url,
+            subject,
+            body,
+            REPLY_TIMEOUT,
+        ))
+        .map_err(|e| {
+            let (message, code) = match &e {
+                RequestError::Unavailable { .. } => (format!("canary service unavailable: {e}"), 3),
+                RequestError::Unreachable { .. } => (e.to_string(), 3),
+                RequestError::Refused { code, .. } if code == "503" => (e.to_string(), 3),
+                RequestError::Refused { .. } => (e.to_string(), 1),
+                RequestError::NotJson(_) => (e.to_string(), EXIT_UNUSABLE),
+            };
             report(&format!("decnet canary {verb}: {message}"));
-            return Err(ExitCode::from(3));
-        }
-    };
-    if let Some(h) = &reply.headers
-        && let Some(message) = h.get(ERROR_HEADER)
-    {
-        let code = h.get(ERROR_CODE_HEADER).map_or("?", |c| c.as_str());
-        report(&format!(
-            "decnet canary {verb}: {} (status {code})",
-            message.as_str()
-        ));
-        return Err(ExitCode::from(if code == "503" { 3 } else { 1 }));
-    }
-    serde_json::from_slice(&reply.payload).map_err(|e| {
-        report(&format!(
-            "decnet canary {verb}: the service answered something that is not JSON: {e}"
-        ));
-        ExitCode::from(EXIT_UNUSABLE)
-    })
+            ExitCode::from(code)
+        })
 }
 
 /// Write a minted artifact with its mode, then print the token.

@@ -9,11 +9,10 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use decnet_bus::control::RequestError;
 use decnet_proto::control::{
-    ERROR_CODE_HEADER, ERROR_HEADER, REPLY_TIMEOUT, RULESTORE_STATE_CLEAR, RULESTORE_STATE_SET,
-    StateClearRequest, StateSetRequest,
+    REPLY_TIMEOUT, RULESTORE_STATE_CLEAR, RULESTORE_STATE_SET, StateClearRequest, StateSetRequest,
 };
 
 use super::EXIT_UNUSABLE;
@@ -167,55 +166,17 @@ fn send(
     subject: &'static str,
     body: &impl serde::Serialize,
 ) -> ExitCode {
-    let payload = Bytes::from(serde_json::to_vec(body).expect("requests serialise"));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime starts");
-    let answer = runtime.block_on(async {
-        let client = async_nats::ConnectOptions::new()
-            .name("decnet-cli")
-            .connection_timeout(REPLY_TIMEOUT)
-            .request_timeout(Some(REPLY_TIMEOUT))
-            .connect(&target.nats_url)
-            .await
-            .map_err(|e| format!("cannot reach NATS at {}: {e}", target.nats_url))?;
-        client
-            .request(subject, payload)
-            .await
-            .map_err(|e| match e.kind() {
-                async_nats::RequestErrorKind::NoResponders
-                | async_nats::RequestErrorKind::TimedOut => {
-                    format!(
-                        "rule store unavailable: no answer on {subject} within {} s",
-                        REPLY_TIMEOUT.as_secs()
-                    )
-                }
-                _ => format!("requesting {subject}: {e}"),
-            })
-    });
-    let reply = match answer {
-        Ok(reply) => reply,
-        Err(message) => {
-            report(&format!("decnet rules {verb}: {message}"));
-            return ExitCode::from(EXIT_UNAVAILABLE);
-        }
-    };
-    if let Some(headers) = &reply.headers
-        && let Some(message) = headers.get(ERROR_HEADER)
-    {
-        let code = headers.get(ERROR_CODE_HEADER).map_or("?", |c| c.as_str());
-        report(&format!(
-            "decnet rules {verb}: {} (status {code})",
-            message.as_str()
-        ));
-        return ExitCode::from(if code == "503" {
-            EXIT_UNAVAILABLE
-        } else {
-            EXIT_REFUSED
-        });
-    }
-    match serde_json::from_slice::<serde_json::Value>(&reply.payload) {
+    let answer = runtime.block_on(decnet_bus::control::request(
+        &target.nats_url,
+        subject,
+        body,
+        REPLY_TIMEOUT,
+    ));
+    match answer {
         Ok(state) => {
             let mut out = std::io::stdout().lock();
             let text = serde_json::to_string_pretty(&state).expect("JSON prints");
@@ -225,10 +186,19 @@ fn send(
             }
         }
         Err(e) => {
-            report(&format!(
-                "decnet rules {verb}: the rule store answered something that is not JSON: {e}"
-            ));
-            ExitCode::from(EXIT_UNUSABLE)
+            let (message, code) = match &e {
+                RequestError::Unavailable { .. } => {
+                    (format!("rule store unavailable: {e}"), EXIT_UNAVAILABLE)
+                }
+                RequestError::Unreachable { .. } => (e.to_string(), EXIT_UNAVAILABLE),
+                RequestError::Refused { code, .. } if code == "503" => {
+                    (e.to_string(), EXIT_UNAVAILABLE)
+                }
+                RequestError::Refused { .. } => (e.to_string(), EXIT_REFUSED),
+                RequestError::NotJson(_) => (e.to_string(), EXIT_UNUSABLE),
+            };
+            report(&format!("decnet rules {verb}: {message}"));
+            ExitCode::from(code)
         }
     }
 }

@@ -9,6 +9,7 @@
 
 mod connect;
 mod consumer;
+pub mod control;
 pub mod outbox;
 mod publish;
 mod runner;

@@ -554,12 +554,8 @@ pub fn token_kind(generator: &str) -> &'static str {
 
 /// The attacker anchor of an address (EVENTS.md §5.1), as the tagger computes it.
 fn decnet_ttp_anchor(ip: IpAddr) -> Uuid {
-    decnet_ttp::anchor::attacker_uuid_for_ip(&ip.to_string()).unwrap_or_else(|| {
-        Uuid::new_v5(
-            &decnet_ttp::anchor::ATTACKER_NAMESPACE,
-            ip.to_string().as_bytes(),
-        )
-    })
+    decnet_ttp::anchor::attacker_uuid_for_ip(&ip.to_string())
+        .expect("the text of an address is an address")
 }
 
 fn micros(t: DateTime<Utc>) -> DateTime<Utc> {

@@ -414,16 +414,9 @@ pub fn is_placement_path(path: &str) -> bool {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
-    serde_json::from_slice(body).map_err(|e| Refusal {
-        code: if e.is_data() { 422 } else { 400 },
-        message: if e.is_data() {
-            e.to_string()
-                .rsplit_once(" at line ")
-                .map_or(e.to_string(), |(h, _)| h.to_owned())
-                .replace('`', "'")
-        } else {
-            format!("request body is not valid JSON: {e}")
-        },
+    decnet_bus::control::decode(body).map_err(|r| Refusal {
+        code: r.code,
+        message: r.message,
     })
 }
 

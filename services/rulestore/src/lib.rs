@@ -322,27 +322,10 @@ async fn clear_state(
     Ok(to_json(&cleared))
 }
 
-/// Decode a request: malformed JSON is a 400 naming line and column, a body of the wrong
-/// shape a 422 naming the field, in the API's words (API.md §7).
 fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
-    serde_json::from_slice(body).map_err(|e| {
-        if !e.is_data() {
-            return Refusal {
-                code: 400,
-                message: format!("request body is not valid JSON: {e}"),
-            };
-        }
-        let text = e.to_string();
-        let text = text
-            .rsplit_once(" at line ")
-            .map_or(text.as_str(), |(head, _)| head)
-            .replace('`', "'");
-        // `unknown field 'x', expected one of …`: the API names only the field.
-        let message = match text.split_once(", expected") {
-            Some((head, _)) if head.starts_with("unknown field") => head.to_owned(),
-            _ => text,
-        };
-        Refusal { code: 422, message }
+    decnet_bus::control::decode(body).map_err(|r| Refusal {
+        code: r.code,
+        message: r.message,
     })
 }
 
