@@ -58,6 +58,10 @@ pub(crate) struct CanaryOptions {
     /// Operator scanner ranges, `name=cidr,…`.
     #[arg(long, env = "DECNET_CANARY_SCANNER_CIDRS")]
     scanner_cidrs: Option<String>,
+    /// A MaxMind-format country database for the geo signals (time zone and language versus
+    /// the source country, WebRTC by country).
+    #[arg(long, env = "DECNET_CANARY_GEOIP_DB")]
+    geoip_db: Option<PathBuf>,
     /// How long a chunked fingerprint may take, in seconds.
     #[arg(long, env = "DECNET_CANARY_CHUNK_TIMEOUT", default_value_t = 30)]
     chunk_timeout: u64,
@@ -100,6 +104,7 @@ impl CanaryOptions {
             None => None,
         };
         config.scanner_cidrs = self.scanner_cidrs.clone();
+        config.geoip_db = self.geoip_db.clone();
         config.chunk_timeout = Duration::from_secs(self.chunk_timeout.max(1));
         Ok(config)
     }

@@ -143,6 +143,7 @@ pub struct Hit {
 pub struct Beacon {
     db: Database,
     automation: Automation,
+    geo: Option<crate::geo::Geo>,
     submissions: Mutex<SlidingLimit<(Uuid, IpAddr)>>,
     flood: Mutex<SlidingLimit<(Uuid, IpAddr)>>,
     chunks: Mutex<Reassembly<Hit>>,
@@ -154,10 +155,16 @@ pub struct Beacon {
 
 impl Beacon {
     /// A beacon on `db`; chunk sets time out after `chunk_timeout`.
-    pub fn new(db: Database, chunk_timeout: Duration, published: Arc<Notify>) -> Beacon {
+    pub fn new(
+        db: Database,
+        chunk_timeout: Duration,
+        geo: Option<crate::geo::Geo>,
+        published: Arc<Notify>,
+    ) -> Beacon {
         Beacon {
             db,
             automation: Automation::shipped(),
+            geo,
             submissions: Mutex::new(SlidingLimit::new(
                 SUBMISSIONS_PER_MINUTE,
                 Duration::from_secs(60),
@@ -447,9 +454,14 @@ impl Beacon {
                 .inc();
             return Ok(());
         }
-        let signals: Option<FingerprintSignals> = fingerprint
-            .as_ref()
-            .map(|fp| signals::derive(fp, hit.src_ip, hit.user_agent.as_deref(), &self.automation));
+        let signals: Option<FingerprintSignals> = fingerprint.as_ref().map(|fp| {
+            let ctx = signals::Context {
+                automation: &self.automation,
+                geo: self.geo.as_ref(),
+                at: hit.occurred_at,
+            };
+            signals::derive(fp, hit.src_ip, hit.user_agent.as_deref(), &ctx)
+        });
         let scanner = hit.scanner_reason.is_some();
         let auto_revoke = state == State::Valid && token.fingerprint_nonce.is_some() && !scanner;
         let trigger = NewCanaryTrigger {

@@ -9,6 +9,7 @@ pub mod control;
 pub mod dns;
 pub mod fingerprint;
 pub mod generators;
+pub mod geo;
 pub mod http;
 pub mod limits;
 pub mod metrics;

@@ -42,6 +42,8 @@ pub struct CanaryConfig {
     pub scanner_user_agents: Option<String>,
     /// Operator scanner ranges, `name=cidr,…`.
     pub scanner_cidrs: Option<String>,
+    /// A MaxMind-format country database for the geo signals; they are null without one.
+    pub geoip_db: Option<PathBuf>,
     /// How long a chunk set may take.
     pub chunk_timeout: Duration,
     /// The spool file used while the database is away.
@@ -64,6 +66,7 @@ impl CanaryConfig {
             dns_listen: SocketAddr::from(([0, 0, 0, 0], 5353)),
             scanner_user_agents: None,
             scanner_cidrs: None,
+            geoip_db: None,
             chunk_timeout: Duration::from_secs(30),
             spool: data_dir.join("canary").join("spool.jsonl"),
             connect_patience: Duration::from_secs(30),
@@ -138,10 +141,22 @@ async fn serve_all(
     ensure_streams(&js, &["EVENTS", "DLQ"]).await?;
     outbox::drain(&db, &js, SERVICE, outbox::PIPELINED).await;
 
+    let geo = match &config.geoip_db {
+        Some(path) => {
+            let geo = crate::geo::Geo::open(path).map_err(CanaryError::Config)?;
+            tracing::info!(
+                database = geo.database_type(),
+                "GeoIP country database loaded"
+            );
+            Some(geo)
+        }
+        None => None,
+    };
     let published = Arc::new(Notify::new());
     let beacon = Arc::new(Beacon::new(
         db.clone(),
         config.chunk_timeout,
+        geo,
         Arc::clone(&published),
     ));
     ops.register(|r| beacon.metrics.register(r));

@@ -281,13 +281,25 @@ fn fingerprint_id(fp: &Map<String, Value>) -> String {
         .collect()
 }
 
+/// What the signals are derived against.
+pub struct Context<'a> {
+    /// The automation catalogue.
+    pub automation: &'a Automation,
+    /// The GeoIP country database, when one is configured.
+    pub geo: Option<&'a crate::geo::Geo>,
+    /// When the fingerprint arrived (the UTC offsets in force then).
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
 /// Derive the signals of a valid fingerprint seen from `src_ip` with `user_agent`.
 pub fn derive(
     fp: &Map<String, Value>,
     src_ip: IpAddr,
     user_agent: Option<&str>,
-    automation: &Automation,
+    ctx: &Context<'_>,
 ) -> FingerprintSignals {
+    let automation = ctx.automation;
+    let source_country = ctx.geo.and_then(|g| g.country(src_ip));
     let ua = user_agent.or_else(|| str_at(fp, "nav", "ua"));
     let platform = str_at(fp, "nav", "pl");
     let renderer = str_at(fp, "gl", "ur").or_else(|| str_at(fp, "gl", "r"));
@@ -318,8 +330,35 @@ pub fn derive(
         .filter(|ip| is_public(*ip))
         .map(canonical)
         .collect();
-    let webrtc_geo_mismatch =
-        (!public.is_empty()).then(|| public.iter().any(|ip| *ip != canonical(src_ip)));
+    // By country when GeoIP knows both ends, by address otherwise.
+    let (webrtc_geo_mismatch, basis) = match (&source_country, ctx.geo) {
+        _ if public.is_empty() => (None, None),
+        (Some(country), Some(geo)) => (
+            Some(
+                public
+                    .iter()
+                    .any(|ip| geo.country(*ip).is_some_and(|c| c != *country)),
+            ),
+            Some(MismatchBasis::Country),
+        ),
+        _ => (
+            Some(public.iter().any(|ip| *ip != canonical(src_ip))),
+            Some(MismatchBasis::Address),
+        ),
+    };
+    let tz_mismatch_zones = source_country.as_deref().and_then(|country| {
+        let off = fp.get("tz")?.get("off")?.as_i64()?;
+        crate::geo::tz_mismatch_zones(-off, country, ctx.at)
+    });
+    let lang_country_mismatch = source_country.as_deref().and_then(|country| {
+        let listed = str_at(fp, "nav", "lgs").or_else(|| str_at(fp, "nav", "lg"))?;
+        let languages: Vec<&str> = listed
+            .split(',')
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        crate::geo::lang_country_mismatch(&languages, country)
+    });
     let canvas = str_at(fp, "cv", "h");
     let audio = fp.get("au").and_then(|a| a.get("s")).map(|s| match s {
         Value::String(s) => s.clone(),
@@ -331,10 +370,10 @@ pub fn derive(
             .matching(canvas, audio.as_deref(), renderer, ua)
             .map(str::to_owned),
         webrtc_geo_mismatch,
-        webrtc_mismatch_basis: webrtc_geo_mismatch.map(|_| MismatchBasis::Address),
-        // Both need a GeoIP country database, which is not configured.
-        tz_mismatch_zones: None,
-        lang_country_mismatch: None,
+        webrtc_mismatch_basis: basis,
+        // Both need a GeoIP country database: null without one.
+        tz_mismatch_zones,
+        lang_country_mismatch,
         platform_ua_inconsistent,
         ua_webgl_mismatch,
         ua_signature: ua_signature(ua),
@@ -343,7 +382,7 @@ pub fn derive(
         browser_language: context(str_at(fp, "nav", "lg")),
         navigator_platform: context(platform),
         webgl_renderer: context(renderer),
-        source_country: None,
+        source_country,
         webrtc_address_count: distinct.len() as i64,
     }
 }
@@ -353,6 +392,16 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    fn ctx() -> Context<'static> {
+        static AUTOMATION: std::sync::LazyLock<Automation> =
+            std::sync::LazyLock::new(Automation::shipped);
+        Context {
+            automation: &AUTOMATION,
+            geo: None,
+            at: chrono::Utc::now(),
+        }
+    }
 
     const CHROME_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
 
@@ -374,12 +423,7 @@ mod tests {
             "rtc": {"ip": ["192.168.1.20", "203.0.113.77", "203.0.113.77"], "n": 3},
         }));
         let ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0.0.0 Safari/537.36";
-        let s = derive(
-            &f,
-            "198.51.100.7".parse().unwrap(),
-            Some(ua),
-            &Automation::shipped(),
-        );
+        let s = derive(&f, "198.51.100.7".parse().unwrap(), Some(ua), &ctx());
         assert!(s.navigator_webdriver);
         assert_eq!(s.automation_tool.as_deref(), Some("headless_chrome"));
         assert_eq!(s.webrtc_geo_mismatch, Some(true));
@@ -401,7 +445,7 @@ mod tests {
             &mac_on_windows,
             "198.51.100.7".parse().unwrap(),
             Some(CHROME_WIN),
-            &Automation::shipped(),
+            &ctx(),
         );
         assert!(s.platform_ua_inconsistent);
         assert!(!s.ua_webgl_mismatch, "Direct3D fits Windows");
@@ -412,17 +456,12 @@ mod tests {
             &apple_gpu,
             "198.51.100.7".parse().unwrap(),
             Some(CHROME_WIN),
-            &Automation::shipped(),
+            &ctx(),
         );
         assert!(!s.platform_ua_inconsistent && s.ua_webgl_mismatch);
         let android = fp(json!({"nav": {"pl": "Linux armv8l"}, "gl": {"ur": "Adreno (TM) 740"}}));
         let ua = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Mobile Safari/537.36";
-        let s = derive(
-            &android,
-            "198.51.100.7".parse().unwrap(),
-            Some(ua),
-            &Automation::shipped(),
-        );
+        let s = derive(&android, "198.51.100.7".parse().unwrap(), Some(ua), &ctx());
         assert!(!s.platform_ua_inconsistent && !s.ua_webgl_mismatch);
         assert_eq!(s.ua_signature, "chrome/124 android");
     }
