@@ -39,16 +39,28 @@ async fn publish_session(swarm: &Swarm, session: &str) {
         "service": "ssh", "ended_at": "2026-12-04T10:01:00Z", "duration_s": 5.0,
         "commands": [{"command_text": "find / -perm -4000 -type f 2>/dev/null", "ts": "2026-12-04T10:00:00Z"}],
         "auth_attempts": []});
-    swarm
-        .js
-        .publish(
-            "attacker.session.ended",
-            serde_json::to_vec(&body).unwrap().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let payload: bytes::Bytes = serde_json::to_vec(&body).unwrap().into();
+    // The tagger creates EVENTS as it starts; a stream only just created may not take a
+    // publish for a moment on a loaded server (seen once in a full parallel run: no
+    // responders), so the first publish gets a few tries.
+    for attempt in 0.. {
+        let acked = match swarm
+            .js
+            .publish("attacker.session.ended", payload.clone())
+            .await
+        {
+            Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match acked {
+            Ok(()) => return,
+            Err(e) if attempt < 50 => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("publishing the session failed: {e}"),
+        }
+    }
 }
 
 /// `(rule_id, technique, confidence)` of a session's tags.
