@@ -86,7 +86,13 @@ pub fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                // Two hex digits exactly: `from_str_radix` alone would take `+1`.
+                let pair = &bytes[i + 1..i + 3];
+                let hex = pair
+                    .iter()
+                    .all(u8::is_ascii_hexdigit)
+                    .then(|| std::str::from_utf8(pair).ok())
+                    .flatten();
                 match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                     Some(b) => {
                         out.push(b);
@@ -256,7 +262,11 @@ impl Beacon {
         now: Instant,
     ) -> Result<(), StorageError> {
         let q = hit.query.clone();
-        let parse = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<usize>().ok());
+        let parse = |v: &Option<String>| {
+            v.as_deref()
+                .filter(|s| !s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<usize>().ok())
+        };
         let key = SetKey {
             token: token.uuid,
             client: hit.src_ip,
@@ -619,5 +629,7 @@ mod tests {
         let c = Query::parse(Some("s=x1&i=0&n=3&d=AAAA"));
         assert!(c.is_chunk());
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%+1%-1"), "%+1%-1");
+        assert_eq!(percent_decode("%41%2d"), "A-");
     }
 }

@@ -28,6 +28,8 @@ pub const MAX_REQUEST_LINE: usize = 16 * 1024;
 const MAX_USER_AGENT: usize = 1024;
 const MAX_PATH: usize = 2048;
 const MAX_HEADERS_JSON: usize = 16 * 1024;
+/// Headers accepted in one request (their total size is bounded by hyper's buffer).
+const MAX_HEADERS: usize = 1000;
 
 /// What the handler needs.
 pub struct App {
@@ -81,8 +83,11 @@ pub async fn serve(listener: TcpListener, router: Router, mut shutdown: watch::R
                         Ok::<_, Infallible>(response.unwrap_or_else(|never| match never {}))
                     }
                 });
+            // nginx takes any number of headers within its buffers; hyper's default of 100
+            // would answer a 431 of its own, unlike nginx.
             let served = hyper::server::conn::http1::Builder::new()
                 .title_case_headers(true)
+                .max_headers(MAX_HEADERS)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
             if let Err(e) = served {
@@ -96,12 +101,16 @@ fn peer_ip(addr: SocketAddr) -> IpAddr {
     crate::net::canonical(addr.ip())
 }
 
-fn persistence(headers: &HeaderMap) -> Persistence {
-    let close = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
+/// What the client asked for: `close`, or HTTP/1.0 without `keep-alive`, closes.
+fn persistence(version: http::Version, headers: &HeaderMap) -> Persistence {
+    let has = |token: &str| {
+        headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    let close = has("close") || (version == http::Version::HTTP_10 && !has("keep-alive"));
     if close {
         Persistence::Close
     } else {
@@ -111,13 +120,11 @@ fn persistence(headers: &HeaderMap) -> Persistence {
 
 async fn handle(State(app): State<Arc<App>>, req: Request) -> axum::response::Response {
     let (parts, _body) = req.into_parts();
-    let conn = persistence(&parts.headers);
+    let conn = persistence(parts.version, &parts.headers);
     let head = parts.method == Method::HEAD;
     let reply = |r: http::Response<response::Body>| r.map(Body::new);
-    let uri_len = parts
-        .uri
-        .path_and_query()
-        .map_or(parts.uri.path().len(), |pq| pq.as_str().len());
+    // The request target as sent: an absolute-form target counts its scheme and authority.
+    let uri_len = parts.uri.to_string().len();
     if parts.method.as_str().len() + uri_len + " HTTP/1.1".len() + 1 > MAX_REQUEST_LINE {
         return reply(response::error(StatusCode::URI_TOO_LONG, head, conn));
     }
@@ -207,7 +214,11 @@ fn headers_json(headers: &HeaderMap) -> Map<String, Value> {
     let mut size = 2;
     for (name, value) in headers {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        let cost = name.as_str().len() + value.len() + 6;
+        // What the entry costs once serialised, escapes included (a `"` doubles), plus the
+        // separators PostgreSQL's JSONB text adds (`": "`, `", "`): the stored column's limit
+        // is on that text, and a header full of quotes must not push a row past it.
+        let escaped = |s: &str| serde_json::to_string(s).map_or(s.len() * 6, |j| j.len());
+        let cost = escaped(name.as_str()) + escaped(&value) + 4;
         if size + cost > MAX_HEADERS_JSON {
             break;
         }

@@ -19,6 +19,8 @@ pub struct CanaryMetrics {
     pub revoked: Counter,
     /// Hits written to the spool while the database was away.
     pub spooled: Counter,
+    /// Hits whose row the store refused (a bug if ever non-zero: the beacon shapes rows to fit).
+    pub refused: Counter,
     /// Hits waiting in the spool.
     pub spool_pending: Gauge,
 }
@@ -45,6 +47,11 @@ impl CanaryMetrics {
             "decnet_canary_spooled",
             "Hits spooled while the database was away",
             self.spooled.clone(),
+        );
+        registry.register(
+            "decnet_canary_refused",
+            "Hits whose row the store refused",
+            self.refused.clone(),
         );
         registry.register(
             "decnet_canary_spool_pending",

@@ -953,3 +953,42 @@ async fn hits_during_a_database_outage_are_spooled_and_recorded_when_it_returns(
     c.stop().await;
     pg.remove().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_of_quotes_still_records_and_spools_nothing() {
+    // Escaping doubles a quote; the stored headers must still fit the column (the fuzz run
+    // found rows refused, then every client's hits spooled for a second after each).
+    let c = Canary::start(|_| {}).await;
+    let (token, path) = c.mint("honeydoc").await;
+    let (other, other_path) = c.mint("honeydoc").await;
+    let addr = c.addr;
+    let quotes = "\"".repeat(9000);
+    tokio::task::spawn_blocking(move || {
+        assert_gif(&http(
+            addr,
+            "GET",
+            &path,
+            &[("X-Q", &quotes), ("X-Tab", "a\tb\\c")],
+        ));
+        assert_gif(&get(addr, &other_path));
+    })
+    .await
+    .unwrap();
+    let rows = c.triggers(token).await;
+    assert_eq!(rows.len(), 1, "recorded at once");
+    let stored = serde_json::to_string(rows[0].headers.as_ref().unwrap()).unwrap();
+    assert!(stored.len() <= 16 * 1024, "{} bytes", stored.len());
+    assert_eq!(
+        c.triggers(other).await.len(),
+        1,
+        "the next hit is not sent to the spool"
+    );
+    let metrics = c.ops.metrics();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "decnet_canary_spooled_total 0"),
+        "{metrics}"
+    );
+    c.stop().await;
+}
