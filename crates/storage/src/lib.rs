@@ -148,15 +148,28 @@ impl Database {
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
         {
-            let db = Database::Sqlite(sqlite_pool(Path::new(path), options).await?);
             // sqlx locks nothing on SQLite, and services sharing one file (`decnet up`, or
             // separate processes) start together: a lock file beside the database lets one
-            // migrate at a time, across processes and within one.
+            // at a time switch it to WAL and migrate, across processes and within one.
+            if let Some(dir) = Path::new(path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StorageError::Query(sqlx::Error::Io(e)))?;
+            }
             let lock = migration_lock(Path::new(path)).await?;
-            let migrated = db.migrate().await;
+            let opened = match sqlite_pool(Path::new(path), options).await {
+                Ok(pool) => Database::Sqlite(pool),
+                Err(e) => {
+                    drop(lock);
+                    return Err(e);
+                }
+            };
+            let migrated = opened.migrate().await;
             drop(lock);
             migrated?;
-            return Ok(db);
+            return Ok(opened);
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let connect = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
