@@ -229,7 +229,7 @@ pub(crate) fn run(args: &CanaryArgs) -> ExitCode {
             nats_url,
         }) => {
             let body = json!({"generator": generator, "decky_name": decky, "placement_path": path,
-                "memo": memo, "created_by": created_by.clone().unwrap_or_else(default_actor)});
+                "memo": memo, "created_by": created_by.clone().unwrap_or_else(super::os_actor)});
             match request(nats_url, MINT, &body) {
                 Ok(minted) => write_artifact(&minted, out),
                 Err(code) => code,
@@ -242,7 +242,7 @@ pub(crate) fn run(args: &CanaryArgs) -> ExitCode {
             nats_url,
         }) => {
             let body = json!({"token_id": token, "reason": reason,
-                "revoked_by": revoked_by.clone().unwrap_or_else(default_actor)});
+                "revoked_by": revoked_by.clone().unwrap_or_else(super::os_actor)});
             match request(nats_url, REVOKE, &body) {
                 Ok(token) => print_json(&token),
                 Err(code) => code,
@@ -358,16 +358,6 @@ fn generators() -> ExitCode {
         })
         .collect();
     print_json(&Value::Array(list))
-}
-
-fn default_actor() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".to_owned());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".to_owned());
-    format!("{user}@{host}")
 }
 
 fn print_json(value: &Value) -> ExitCode {

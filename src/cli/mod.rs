@@ -104,5 +104,16 @@ pub(crate) fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// Who a CLI change is recorded as when `--as` is not given: `<os user>@<host>`.
+pub(crate) fn os_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    format!("{user}@{host}")
+}
+
 /// Exit status for arguments or inputs the command cannot use at all.
 pub(crate) const EXIT_UNUSABLE: u8 = 2;

@@ -108,16 +108,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
-fn default_setter() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".to_owned());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".to_owned());
-    format!("{user}@{host}")
-}
-
 fn expires_at(lifetime: &Lifetime, now: DateTime<Utc>) -> Option<String> {
     match (&lifetime.for_, &lifetime.until) {
         (Some(d), _) => chrono::TimeDelta::from_std(*d)
@@ -134,7 +124,7 @@ pub(crate) fn disable(args: &DisableArgs) -> ExitCode {
         confidence_max: None,
         expires_at: expires_at(&args.lifetime, Utc::now()),
         reason: args.lifetime.reason.clone(),
-        set_by: args.target.set_by.clone().unwrap_or_else(default_setter),
+        set_by: args.target.set_by.clone().unwrap_or_else(super::os_actor),
     };
     send("disable", &args.target, RULESTORE_STATE_SET, &request)
 }
@@ -146,7 +136,7 @@ pub(crate) fn clip(args: &ClipArgs) -> ExitCode {
         confidence_max: args.ceiling,
         expires_at: expires_at(&args.lifetime, Utc::now()),
         reason: args.lifetime.reason.clone(),
-        set_by: args.target.set_by.clone().unwrap_or_else(default_setter),
+        set_by: args.target.set_by.clone().unwrap_or_else(super::os_actor),
     };
     send("clip", &args.target, RULESTORE_STATE_SET, &request)
 }
@@ -154,7 +144,7 @@ pub(crate) fn clip(args: &ClipArgs) -> ExitCode {
 pub(crate) fn enable(args: &EnableArgs) -> ExitCode {
     let request = StateClearRequest {
         rule_id: args.target.rule.clone(),
-        set_by: args.target.set_by.clone().unwrap_or_else(default_setter),
+        set_by: args.target.set_by.clone().unwrap_or_else(super::os_actor),
     };
     send("enable", &args.target, RULESTORE_STATE_CLEAR, &request)
 }

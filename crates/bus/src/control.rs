@@ -18,6 +18,29 @@ pub struct Refusal {
     pub message: String,
 }
 
+impl Refusal {
+    /// A refusal with status `code`.
+    pub fn new(code: u16, message: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Answer a service request: the reply body, or the refusal in the `Nats-Service-Error`
+/// headers.
+pub async fn respond(
+    request: &async_nats::service::Request,
+    reply: Result<bytes::Bytes, Refusal>,
+) -> Result<(), async_nats::PublishError> {
+    let reply = reply.map_err(|r| async_nats::service::error::Error {
+        status: r.message,
+        code: usize::from(r.code),
+    });
+    request.respond(reply).await
+}
+
 /// Decode a request body: malformed JSON is 400 `request body is not valid JSON: <reason> at
 /// line L column C`; valid JSON of the wrong shape is 422 naming the field (`unknown field
 /// 'x'`, `missing field 'y'`), as API.md words them.

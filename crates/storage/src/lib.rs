@@ -29,6 +29,7 @@ pub use identity::{IdentityChange, IdentityRow};
 pub use outbox::{OutboxMessage, PendingMessage};
 pub use rules::{NewRule, StoredRule, StoredRuleState};
 pub use tags::{AttackerSighting, Batch, Scope, StoredTag, TechniqueRollup, WriteOutcome};
+pub use time::micros;
 
 /// A connected, migrated store.
 #[derive(Debug, Clone)]

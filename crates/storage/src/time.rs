@@ -20,8 +20,9 @@ pub(crate) fn from_text(column: &'static str, text: &str) -> Result<DateTime<Utc
         })
 }
 
-/// A time cut to the microseconds both backends keep.
-pub(crate) fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+/// A time cut to the microseconds both backends keep, so a message and the row it
+/// announces show the same instant.
+pub fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 

@@ -301,20 +301,32 @@ impl Beacon {
         };
         let finished = lock(&self.chunks).add(&key, chunk, hit, now);
         for set in finished {
-            self.finish(set, now).await?;
+            // A set of this token was just looked up; evicted sets of others are looked up.
+            let known = (token::slug_key(&set.context.slug) == token.slug_key).then_some(token);
+            self.finish(set, known, now).await?;
         }
         Ok(())
     }
 
     /// Record a chunk set that left the buffer: complete (validated now) or ended.
-    async fn finish(&self, set: Finished<Hit>, now: Instant) -> Result<(), StorageError> {
+    async fn finish(
+        &self,
+        set: Finished<Hit>,
+        known: Option<&CanaryTokenRow>,
+        now: Instant,
+    ) -> Result<(), StorageError> {
         let hit = &set.context;
-        let Some(token) = self
-            .db
-            .canary_token_by_slug(&token::slug_key(&hit.slug))
-            .await?
-        else {
-            return Ok(());
+        let looked_up;
+        let token = match known {
+            Some(token) => token,
+            None => {
+                let key = token::slug_key(&hit.slug);
+                let Some(row) = self.db.canary_token_by_slug(&key).await? else {
+                    return Ok(());
+                };
+                looked_up = row;
+                &looked_up
+            }
         };
         if TokenState::parse(&token.state) != Some(TokenState::Planted) {
             return Ok(());
@@ -323,11 +335,11 @@ impl Beacon {
         let (state, fp) = match (set.ended, &set.joined) {
             (Some(ended), _) => (ended, None),
             (None, _) if !within => (State::RateLimited, None),
-            (None, Some(joined)) => self.validate(&token, joined, set.nonce.as_deref()),
+            (None, Some(joined)) => self.validate(token, joined, set.nonce.as_deref()),
             (None, None) => (State::DecodeError, None),
         };
-        let flags = self.flags(&token, hit, Some((set.received, set.total)));
-        self.record(&token, hit, HitKind::Fingerprint, state, flags, fp, now)
+        let flags = self.flags(token, hit, Some((set.received, set.total)));
+        self.record(token, hit, HitKind::Fingerprint, state, flags, fp, now)
             .await
     }
 
@@ -398,7 +410,7 @@ impl Beacon {
         let expired = lock(&self.chunks).expire(now);
         let n = expired.len();
         for set in expired {
-            self.finish(set, now).await?;
+            self.finish(set, None, now).await?;
         }
         Ok(n)
     }
@@ -505,7 +517,7 @@ impl Beacon {
             dns_qname: trigger.dns_qname.clone(),
             src_ip: trigger.src_ip.as_str().into(),
             user_agent: trigger.user_agent.clone(),
-            occurred_at: Some(micros(hit.occurred_at)),
+            occurred_at: Some(decnet_storage::micros(hit.occurred_at)),
             token_kind: Some(token_kind(&token.generator).to_owned()),
             generator: Some(token.generator.clone()),
             channel: Some(if http { Channel::Http } else { Channel::Dns }),
@@ -578,10 +590,6 @@ pub fn token_kind(generator: &str) -> &'static str {
 fn decnet_ttp_anchor(ip: IpAddr) -> Uuid {
     decnet_ttp::anchor::attacker_uuid_for_ip(&ip.to_string())
         .expect("the text of an address is an address")
-}
-
-fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
 /// `canary.<token>.triggered`, named by the trigger row.

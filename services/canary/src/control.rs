@@ -33,20 +33,10 @@ pub const PLACEMENT: &str = "decnet.canary.token.placement";
 /// Re-derive a token's artifact.
 pub const ARTIFACT: &str = "decnet.canary.token.artifact";
 
-/// A refused request: an HTTP status the API passes on, and the message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// 404, 409, 422 or 503.
-    pub code: u16,
-    /// For the client.
-    pub message: String,
-}
+pub use decnet_bus::control::Refusal;
 
 fn refuse<T>(code: u16, message: impl Into<String>) -> Result<T, Refusal> {
-    Err(Refusal {
-        code,
-        message: message.into(),
-    })
+    Err(Refusal::new(code, message))
 }
 
 fn storage(e: &StorageError) -> Refusal {
@@ -413,13 +403,6 @@ pub fn is_placement_path(path: &str) -> bool {
         && !path.split('/').any(|c| c == "..")
 }
 
-fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
-    decnet_bus::control::decode(body).map_err(|r| Refusal {
-        code: r.code,
-        message: r.message,
-    })
-}
-
 fn json(value: &impl Serialize) -> Bytes {
     Bytes::from(serde_json::to_vec(value).expect("views serialise"))
 }
@@ -447,28 +430,28 @@ pub async fn start(
         loop {
             let (request, reply) = tokio::select! {
                 Some(r) = mint.next() => {
-                    let reply = match decode::<MintRequest>(&r.message.payload) {
+                    let reply = match decnet_bus::control::decode::<MintRequest>(&r.message.payload) {
                         Ok(req) => tokens.mint(&req, Utc::now()).await.map(|m| json(&m)),
                         Err(e) => Err(e),
                     };
                     (r, reply)
                 }
                 Some(r) = revoke.next() => {
-                    let reply = match decode::<RevokeRequest>(&r.message.payload) {
+                    let reply = match decnet_bus::control::decode::<RevokeRequest>(&r.message.payload) {
                         Ok(req) => tokens.revoke(&req, Utc::now()).await.map(|t| json(&t)),
                         Err(e) => Err(e),
                     };
                     (r, reply)
                 }
                 Some(r) = placement.next() => {
-                    let reply = match decode::<PlacementRequest>(&r.message.payload) {
+                    let reply = match decnet_bus::control::decode::<PlacementRequest>(&r.message.payload) {
                         Ok(req) => tokens.placement(&req, Utc::now()).await.map(|t| json(&t)),
                         Err(e) => Err(e),
                     };
                     (r, reply)
                 }
                 Some(r) = artifact.next() => {
-                    let reply = match decode::<ArtifactRequest>(&r.message.payload) {
+                    let reply = match decnet_bus::control::decode::<ArtifactRequest>(&r.message.payload) {
                         Ok(req) => tokens.artifact_of(&req).await.map(|a| json(&a)),
                         Err(e) => Err(e),
                     };
@@ -476,11 +459,7 @@ pub async fn start(
                 }
                 else => return,
             };
-            let reply = reply.map_err(|r| async_nats::service::error::Error {
-                status: r.message,
-                code: usize::from(r.code),
-            });
-            if let Err(e) = request.respond(reply).await {
+            if let Err(e) = decnet_bus::control::respond(&request, reply).await {
                 tracing::warn!(error = %e, "replying to a token request failed");
             }
         }

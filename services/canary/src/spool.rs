@@ -49,6 +49,10 @@ impl Spool {
     /// Hits waiting.
     pub fn pending(&self) -> usize {
         let _held = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        // Checked every second: an empty or absent spool (the usual case) costs one stat.
+        if std::fs::metadata(&self.path).map_or(true, |m| m.len() == 0) {
+            return 0;
+        }
         std::fs::read_to_string(&self.path)
             .map(|t| t.lines().filter(|l| !l.trim().is_empty()).count())
             .unwrap_or(0)

@@ -305,7 +305,7 @@ async fn set_state(
     body: &[u8],
     now: DateTime<Utc>,
 ) -> Result<Bytes, Refusal> {
-    let req: StateSetRequest = decode(body)?;
+    let req: StateSetRequest = decnet_bus::control::decode(body)?;
     let valid = states::validate(&req, |id| defs.is_live(id), now)?;
     let committed = states::set(db, valid, now).await?;
     Ok(to_json(&committed))
@@ -317,16 +317,9 @@ async fn clear_state(
     body: &[u8],
     now: DateTime<Utc>,
 ) -> Result<Bytes, Refusal> {
-    let req: StateClearRequest = decode(body)?;
+    let req: StateClearRequest = decnet_bus::control::decode(body)?;
     let cleared = states::clear(db, &req, |id| defs.is_live(id), now).await?;
     Ok(to_json(&cleared))
-}
-
-fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
-    decnet_bus::control::decode(body).map_err(|r| Refusal {
-        code: r.code,
-        message: r.message,
-    })
 }
 
 fn to_json(value: &impl Serialize) -> Bytes {
@@ -353,11 +346,7 @@ async fn respond(
         .requests
         .get_or_create(&vec![("endpoint", endpoint), ("outcome", outcome)])
         .inc();
-    let reply = reply.map_err(|r| async_nats::service::error::Error {
-        status: r.message,
-        code: usize::from(r.code),
-    });
-    if let Err(e) = request.respond(reply).await {
+    if let Err(e) = decnet_bus::control::respond(request, reply).await {
         tracing::warn!(endpoint, error = %e, "replying to a state request failed");
     }
 }

@@ -17,32 +17,16 @@ pub const EXPIRY_SETTER: &str = "decnet:expiry";
 /// The longest `reason`, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
 
-/// A refused or failed request, with the HTTP status the API answers with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// 400, 404, 409, 422 or 503.
-    pub code: u16,
-    /// The message for the client.
-    pub message: String,
+pub use decnet_bus::control::Refusal;
+
+/// 404 for a rule the store does not hold (or an id not shaped like one).
+pub fn unknown_rule(rule_id: &str) -> Refusal {
+    Refusal::new(404, format!("unknown rule '{rule_id}'"))
 }
 
-impl Refusal {
-    fn new(code: u16, message: impl Into<String>) -> Refusal {
-        Refusal {
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// 404 for a rule the store does not hold (or an id not shaped like one).
-    pub fn unknown_rule(rule_id: &str) -> Refusal {
-        Refusal::new(404, format!("unknown rule '{rule_id}'"))
-    }
-
-    fn storage(e: &StorageError) -> Refusal {
-        tracing::warn!(error = %e, "a rule state could not be committed");
-        Refusal::new(503, "rule store database unavailable; nothing changed")
-    }
+fn storage(e: &StorageError) -> Refusal {
+    tracing::warn!(error = %e, "a rule state could not be committed");
+    Refusal::new(503, "rule store database unavailable; nothing changed")
 }
 
 /// A state request that passed every check, ready to commit.
@@ -69,7 +53,7 @@ pub fn validate(
     now: DateTime<Utc>,
 ) -> Result<ValidState, Refusal> {
     if !decnet_proto::subject::is_rule_id(&req.rule_id) || !known(&req.rule_id) {
-        return Err(Refusal::unknown_rule(&req.rule_id));
+        return Err(unknown_rule(&req.rule_id));
     }
     let unprocessable = |m: &str| Err(Refusal::new(422, m));
     let state = match req.state.as_str() {
@@ -93,7 +77,9 @@ pub fn validate(
     let expires_at = match &req.expires_at {
         None => None,
         Some(text) => match DateTime::parse_from_rfc3339(text) {
-            Ok(t) if t.with_timezone(&Utc) > now => Some(micros(t.with_timezone(&Utc))),
+            Ok(t) if t.with_timezone(&Utc) > now => {
+                Some(decnet_storage::micros(t.with_timezone(&Utc)))
+            }
             _ => return unprocessable("expires_at must be a future RFC 3339 time"),
         },
     };
@@ -138,7 +124,7 @@ pub async fn set(
         expires_at: valid.expires_at,
         reason: valid.reason,
         set_by: valid.set_by,
-        set_at: micros(now),
+        set_at: decnet_storage::micros(now),
         auto_revert: false,
     };
     let row = StoredRuleState {
@@ -152,7 +138,7 @@ pub async fn set(
     };
     db.set_rule_state(SERVICE, &row, state_message(&committed))
         .await
-        .map_err(|e| Refusal::storage(&e))?;
+        .map_err(|e| storage(&e))?;
     tracing::info!(rule_id = %committed.rule_id, state = state_name(committed.state), set_by = %committed.set_by, "rule state set");
     Ok(committed)
 }
@@ -166,7 +152,7 @@ pub async fn clear(
     now: DateTime<Utc>,
 ) -> Result<RuleStateMessage, Refusal> {
     if !decnet_proto::subject::is_rule_id(&req.rule_id) || !known(&req.rule_id) {
-        return Err(Refusal::unknown_rule(&req.rule_id));
+        return Err(unknown_rule(&req.rule_id));
     }
     let set_by = req.set_by.trim();
     if set_by.is_empty() {
@@ -175,7 +161,7 @@ pub async fn clear(
     let cleared = default_state(&req.rule_id, set_by, now, false);
     db.clear_rule_state(SERVICE, &req.rule_id, state_message(&cleared))
         .await
-        .map_err(|e| Refusal::storage(&e))?;
+        .map_err(|e| storage(&e))?;
     tracing::info!(rule_id = %cleared.rule_id, set_by = %cleared.set_by, "rule state cleared");
     Ok(cleared)
 }
@@ -211,7 +197,7 @@ fn default_state(
         expires_at: None,
         reason: None,
         set_by: set_by.to_owned(),
-        set_at: micros(now),
+        set_at: decnet_storage::micros(now),
         auto_revert,
     }
 }
@@ -257,10 +243,6 @@ pub fn state_message(state: &RuleStateMessage) -> OutboxMessage {
     let subject = subject::rule_state(&state.rule_id)
         .unwrap_or_else(|_| format!("ttp.rule.state.{}", state.rule_id));
     decnet_bus::outbox::message(subject, state_msg_id(state), state)
-}
-
-fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
 #[cfg(test)]

@@ -41,12 +41,6 @@ pub(crate) struct MessageResults {
     pub(crate) sighted: Vec<(Uuid, Option<String>)>,
 }
 
-/// Announced times are cut to the microseconds the store keeps, so a message and the row it
-/// announces show the same instant.
-fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
-}
-
 /// First 32 hex digits of SHA-256 over sorted uuids joined by `\n` (EVENTS.md §6.2).
 fn digest(uuids: &[Uuid]) -> String {
     let mut sorted: Vec<String> = uuids.iter().map(Uuid::to_string).collect();
@@ -72,7 +66,7 @@ pub(crate) fn announce(
     index: &RuleIndex,
     now: DateTime<Utc>,
 ) -> Vec<OutboxMessage> {
-    let now = micros(now);
+    let now = decnet_storage::micros(now);
     let ids = Identities(&outcome.identities);
     let new: HashSet<Uuid> = outcome.new_tags.iter().copied().collect();
     let mut out = Vec::new();
@@ -251,7 +245,7 @@ fn suppressed(r: &MessageResults, ids: &Identities<'_>, index: &RuleIndex) -> Ve
                 floor: (!rate_limited).then_some(CONFIDENCE_FLOOR),
                 limit_per_minute: if rate_limited { limit } else { None },
                 window_start: if rate_limited {
-                    r.rate_window.map(micros)
+                    r.rate_window.map(decnet_storage::micros)
                 } else {
                     None
                 },
