@@ -193,6 +193,19 @@ async fn serve_all(
         }
         None => None,
     };
+    let control =
+        crate::control::start(&client, db.clone(), config.clone(), Arc::clone(&published))
+            .await
+            .map_err(|e| {
+                decnet_bus::BusError::Nats(format!("starting the control endpoints: {e}"))
+            })?;
+    client.flush().await.map_err(|e| {
+        decnet_bus::BusError::Nats(format!("subscribing the control endpoints: {e}"))
+    })?;
+    // The publisher reports the outbox's health from its first pass, so it starts only once
+    // the service is ready: before, it could call it ready while its endpoints were
+    // not yet subscribed (a request on readiness met no responder).
+    health.set(Readiness::Ready);
     let publisher = tokio::spawn(outbox::publish_loop(
         outbox::Publisher {
             db: db.clone(),
@@ -205,16 +218,6 @@ async fn serve_all(
         Arc::clone(&published),
         shutdown.clone(),
     ));
-    let control =
-        crate::control::start(&client, db.clone(), config.clone(), Arc::clone(&published))
-            .await
-            .map_err(|e| {
-                decnet_bus::BusError::Nats(format!("starting the control endpoints: {e}"))
-            })?;
-    client.flush().await.map_err(|e| {
-        decnet_bus::BusError::Nats(format!("subscribing the control endpoints: {e}"))
-    })?;
-    health.set(Readiness::Ready);
     tracing::info!(listen = %config.http_listen, backend = db.backend(), "canary beacon started");
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -199,6 +199,15 @@ async fn serve(
     let mut clear_requests = endpoint(RULESTORE_STATE_CLEAR).await?;
 
     let published = Arc::new(Notify::new());
+    // The endpoints' subscriptions reach the server before the store calls itself ready, so a
+    // request sent on readiness finds a responder.
+    client.flush().await.map_err(|e| {
+        decnet_bus::BusError::Nats(format!("subscribing the control endpoints: {e}"))
+    })?;
+    // The publisher reports the outbox's health from its first pass, so it starts only once
+    // the store is ready: before, it could call the service ready while its endpoints were
+    // not yet subscribed (a request on readiness met no responder).
+    health.set(Readiness::Ready);
     let publisher = tokio::spawn(outbox::publish_loop(
         outbox::Publisher {
             db: db.clone(),
@@ -211,12 +220,6 @@ async fn serve(
         Arc::clone(&published),
         shutdown.clone(),
     ));
-    // The endpoints' subscriptions reach the server before the store calls itself ready, so a
-    // request sent on readiness finds a responder.
-    client.flush().await.map_err(|e| {
-        decnet_bus::BusError::Nats(format!("subscribing the control endpoints: {e}"))
-    })?;
-    health.set(Readiness::Ready);
     tracing::info!(
         rules = defs.stored().filter(|r| !r.deleted).count(),
         dir = %dir,
