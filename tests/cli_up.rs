@@ -44,6 +44,13 @@ fn up_starts_every_service_on_a_fresh_data_directory_and_stops_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Read stderr as it comes: a pipe nobody reads fills at 64 KiB and blocks the writer.
+    let mut pipe = up.stderr.take().unwrap();
+    let drained = std::thread::spawn(move || {
+        let mut err = String::new();
+        let _ = pipe.read_to_string(&mut err);
+        err
+    });
     let started = Instant::now();
     let mut ready = String::new();
     while started.elapsed() < Duration::from_secs(60) {
@@ -54,6 +61,14 @@ fn up_starts_every_service_on_a_fresh_data_directory_and_stops_on_sigterm() {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+    if ready.is_empty() {
+        // Say why: whatever `up` wrote, and whether it is still running.
+        let exited = up.try_wait().unwrap();
+        let _ = up.kill();
+        let _ = up.wait();
+        let err = drained.join().unwrap();
+        panic!("not ready within 60 s (exited: {exited:?}); its stderr:\n{err}");
     }
     for line in ["rulestore: ready", "tagger: ready", "canary: ready"] {
         assert!(ready.contains(line), "{line} in {ready:?}");
@@ -78,8 +93,7 @@ fn up_starts_every_service_on_a_fresh_data_directory_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let status = status.expect("decnet up stops within 30 s of SIGTERM");
-    let mut err = String::new();
-    up.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let err = drained.join().unwrap();
     assert!(status.success(), "{status}: {err}");
     assert!(
         err.contains("started "),

@@ -76,12 +76,28 @@ pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A port nothing listens on right now.
+/// Ports handed to tests are drawn from below Linux's ephemeral range (32768–60999 by
+/// default). A port the kernel picked for `bind(":0")` comes from that range, and so does the
+/// local port of every outgoing connection: under a busy parallel test run another process's
+/// connection to NATS or PostgreSQL could take the port between this call and the server's
+/// bind (seen once in CI as a `decnet up` that never became ready).
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A loopback port nothing listens on right now, outside the ephemeral range.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("the loopback interface can bind an ephemeral port")
+    use std::hash::{BuildHasher, Hasher};
+    let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
+    for _ in 0..1000 {
+        // Each RandomState carries fresh keys: a random draw without a dependency.
+        let draw = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = TEST_PORTS.start + (draw % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {TEST_PORTS:?} after 1000 draws")
 }
 
 impl NatsServer {
