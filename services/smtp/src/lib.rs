@@ -1,0 +1,1 @@
+//! `decnet smtp` (SMTP.md §1–§8): the decoy attackers talk to.
