@@ -12,6 +12,7 @@ mod consumer;
 pub mod control;
 pub mod outbox;
 mod publish;
+pub mod quarantine;
 mod runner;
 mod streams;
 

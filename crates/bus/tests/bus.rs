@@ -312,3 +312,44 @@ async fn the_runner_waits_out_a_server_restart() {
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn the_quarantine_bucket_is_created_once_and_holds_messages_by_decoy_and_name() {
+    use decnet_bus::quarantine;
+    let server = NatsServer::start().unwrap();
+    let js = jetstream_of(&server).await;
+    assert!(quarantine::open_bucket(&js).await.unwrap().is_none());
+    // Two decoys starting at once both get the one bucket.
+    let (a, b) = tokio::join!(
+        quarantine::ensure_bucket(&js),
+        quarantine::ensure_bucket(&js)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let name = quarantine::object_name("decoy-01", "2026-12-04T08:00:00Z_0123456789ab_BCD.eml");
+    assert_eq!(name, "decoy-01/2026-12-04T08:00:00Z_0123456789ab_BCD.eml");
+    let message = b"From: a@b\r\n\r\nhello\r\n".repeat(20_000);
+    quarantine::put(&a, &name, &message).await.unwrap();
+    // A spool retry puts the same bytes again.
+    quarantine::put(&a, &name, &message).await.unwrap();
+    let back = quarantine::get(&b, &name, message.len()).await.unwrap();
+    assert_eq!(back.as_deref(), Some(&message[..]));
+    let err = quarantine::get(&b, &name, 100).await.unwrap_err();
+    assert!(
+        err.to_string().contains("larger than the 100 bytes"),
+        "{err}"
+    );
+    assert_eq!(
+        quarantine::get(&b, "decoy-01/none.eml", 10).await.unwrap(),
+        None
+    );
+    let info = js
+        .get_stream("OBJ_QUARANTINE")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .config
+        .clone();
+    assert_eq!(info.max_age, quarantine::MAX_AGE);
+}
