@@ -75,6 +75,16 @@ wire_string!(
     {"pattern": "^[0-9a-f]{64}$"}
 );
 
+/// Whether `name` has a decoy name's shape, `[a-z0-9][a-z0-9-]{0,62}`.
+pub fn is_decky(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
 /// For a field the spec marks required but nullable (`T?`, req yes): schemars drops the
 /// `null` of an `Option` it is told is required, so the field's schema gets it back here.
 pub(crate) fn nullable(schema: &mut Schema) {

@@ -6,6 +6,7 @@ mod rule_state;
 mod rules;
 mod schema;
 mod service;
+mod smtp;
 mod tag;
 mod tail;
 
@@ -55,6 +56,9 @@ enum Command {
     /// The rule-store master: watches the rules directory, keeps rule definitions and states,
     /// publishes them on the RULES stream, answers rule-state requests.
     Rulestore(service::RulestoreArgs),
+    /// The SMTP decoy: an open relay or credential harvester that keeps every message in
+    /// quarantine and publishes what it saw; it never delivers mail.
+    Smtp(smtp::SmtpArgs),
     /// Every available service in one process on embedded defaults (SQLite under the data
     /// directory, NATS at the URL or a nats-server child it starts).
     Up(service::UpArgs),
@@ -97,6 +101,7 @@ pub(crate) fn run(cli: Cli) -> ExitCode {
         Command::Tagger(args) => service::tagger(&args),
         Command::Rulestore(args) => service::rulestore(&args),
         Command::Canary(args) => canary::run(&args),
+        Command::Smtp(args) => smtp::run(&args),
         Command::Up(args) => service::up(&args),
         Command::Publish(args) => publish::run(&args),
         Command::Tail(args) => tail::run(&args),

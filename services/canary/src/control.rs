@@ -251,7 +251,7 @@ impl Tokens {
         let Some(spec) = generators::spec(&req.generator) else {
             return refuse(422, format!("unknown generator '{}'", req.generator));
         };
-        if !is_decky_name(&req.decky_name) {
+        if !decnet_proto::wire::is_decky(&req.decky_name) {
             return refuse(422, "decky_name must match [a-z0-9][a-z0-9-]{0,62}");
         }
         let placement = req
@@ -384,16 +384,6 @@ impl Tokens {
         let row = self.known(req.token_id).await?;
         self.artifact(&row)
     }
-}
-
-/// `[a-z0-9][a-z0-9-]{0,62}`.
-pub fn is_decky_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 /// Absolute, no NUL, CR or LF, no `..` component.
