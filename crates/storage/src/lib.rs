@@ -20,6 +20,7 @@ use sqlx::sqlite::{
 mod canary;
 mod identity;
 mod outbox;
+mod probe_relay;
 mod rules;
 mod tags;
 mod time;
@@ -27,6 +28,9 @@ mod time;
 pub use canary::{CanaryTokenRow, CanaryTriggerRow, HitRecord, NewCanaryToken, NewCanaryTrigger};
 pub use identity::{IdentityChange, IdentityRow};
 pub use outbox::{OutboxMessage, PendingMessage};
+pub use probe_relay::{
+    NewProbeClaim, PROBE_TERMINAL, ProbeClaim, ProbeFinish, ProbeRelayRow, ProbeRetry,
+};
 pub use rules::{NewRule, StoredRule, StoredRuleState};
 pub use tags::{AttackerSighting, Batch, Scope, StoredTag, TechniqueRollup, WriteOutcome};
 pub use time::micros;
