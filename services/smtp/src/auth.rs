@@ -64,6 +64,7 @@ pub(crate) fn decode(response: &str) -> Result<Vec<u8>, Undecodable> {
 }
 
 /// The base64 of a server challenge.
+#[cfg(test)]
 pub(crate) fn challenge(text: &str) -> String {
     STANDARD.encode(text)
 }

@@ -70,7 +70,11 @@ pub(crate) async fn run(
             return;
         }
         if bus.is_none() {
-            match connect_all(&decoy).await {
+            let attempt = tokio::select! {
+                c = connect_all(&decoy) => c,
+                _ = shutdown.changed() => return,
+            };
+            match attempt {
                 Ok(c) => bus = Some(c),
                 Err(e) => {
                     degraded(&decoy, &health, &format!("NATS: {e}"));

@@ -23,6 +23,7 @@ pub(crate) fn queue_id(micros: u64, random: u64) -> String {
 }
 
 /// Whether `id` has the shape `queue_id` gives.
+#[cfg(test)]
 pub(crate) fn is_queue_id(id: &str) -> bool {
     id.len() == TIME_DIGITS + 1 && id.bytes().all(|b| ALPHABET.contains(&b))
 }

@@ -127,6 +127,7 @@ pub(crate) async fn accept(
         };
         decoy.metrics.connection("served");
         let decoy = Arc::clone(&decoy);
+        let shutdown = shutdown.clone();
         connections.spawn(async move {
             let _place = place;
             let stream = if implicit_tls {
@@ -143,7 +144,7 @@ pub(crate) async fn accept(
             } else {
                 Stream::Plain(tcp)
             };
-            serve(decoy, stream, client, implicit_tls).await;
+            serve(decoy, stream, client, implicit_tls, shutdown).await;
         });
     }
     // Messages already answered 250 are on disk; a conversation cut here is one the client

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
@@ -126,7 +126,16 @@ impl Session {
 }
 
 /// Serve one connection to its end.
-pub(crate) async fn serve(decoy: Arc<Decoy>, stream: Stream, client: IpAddr, tls_active: bool) {
+///
+/// At shutdown a client waiting to send its next command is disconnected, as a stopping
+/// Postfix does; one in the middle of its data gets the grace of the listener to finish.
+pub(crate) async fn serve(
+    decoy: Arc<Decoy>,
+    stream: Stream,
+    client: IpAddr,
+    tls_active: bool,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let limits = &decoy.config.limits;
     let mut conn = Conn::new(stream, limits.idle, limits.lifetime);
     let mut s = Session {
@@ -144,7 +153,11 @@ pub(crate) async fn serve(decoy: Arc<Decoy>, stream: Stream, client: IpAddr, tls
     };
     conn.reply(&decoy.config.banner);
     loop {
-        let next = match conn.line(limits.line).await {
+        let read = tokio::select! {
+            read = conn.line(limits.line) => read,
+            _ = shutdown.changed() => break,
+        };
+        let next = match read {
             Ok(Line::TooLong) => respond_error(&decoy, &mut s, &mut conn, reply::LINE_TOO_LONG),
             Ok(Line::Text(line)) => command(&decoy, &mut s, &mut conn, &line).await,
             Err(Stop::Closed) => break,
@@ -332,10 +345,10 @@ fn rcpt(decoy: &Decoy, s: &mut Session, conn: &mut Conn, arg: &str) -> Next {
     if s.tx.mail_from.is_none() {
         return respond_error(decoy, s, conn, reply::NEED_MAIL);
     }
-    let Some(addr) = after_keyword(arg, "TO:").and_then(address_in) else {
+    let Some(rest) = after_keyword(arg, "TO:") else {
         return respond_error(decoy, s, conn, reply::RCPT_SYNTAX);
     };
-    let addr = addr.to_owned();
+    let addr = address_in(rest).unwrap_or(rest.trim()).to_owned();
     match decoy.config.mode {
         Mode::Harvester => respond_error(decoy, s, conn, &reply::relay_denied(&addr)),
         Mode::Relay => {
