@@ -403,6 +403,20 @@ impl RuleIndex {
         Some((&self.rules[pos].def, self.modes[pos]))
     }
 
+    /// Whether a rule that runs (not disabled) on `kind` reads `field`, which the tagger
+    /// fetches before evaluating only when this says so (EVENTS.md §5.2: `body_text` from
+    /// the quarantine, read only when an active rule needs it).
+    pub fn needs_field(&self, kind: SourceKind, field: &str) -> bool {
+        self.rules().any(|(def, mode)| {
+            mode != RuleMode::Disabled
+                && def.applies_to.contains(&kind)
+                && match &def.matcher {
+                    Matcher::Regex(m) => m.fields_for(kind).any(|f| f == field),
+                    Matcher::Lifter(l) => l.lifter.reads_fetched(field),
+                }
+        })
+    }
+
     /// Whether some rule applies to `kind`.
     pub fn covers(&self, kind: SourceKind) -> bool {
         !self.kinds[kind as usize].rules.is_empty()

@@ -27,7 +27,10 @@ async fn greeting_ehlo_and_helo_are_postfix_s_and_starttls_needs_a_certificate()
     let tmp = tempfile::tempdir().unwrap();
     let decoy = Decoy::start(config(Mode::Harvester, &no_nats(), tmp.path())).await;
     let mut c = decoy.client().await;
-    assert_eq!(c.line().await, "220 mail.example.net ESMTP Postfix (Debian/GNU)");
+    assert_eq!(
+        c.line().await,
+        "220 mail.example.net ESMTP Postfix (Debian/GNU)"
+    );
     c.send("EHLO client.example").await;
     assert_eq!(c.reply().await, EHLO[..9]);
     assert_eq!(c.say("HELO client.example").await, "250 mail.example.net");
@@ -39,7 +42,10 @@ async fn greeting_ehlo_and_helo_are_postfix_s_and_starttls_needs_a_certificate()
     );
     assert_eq!(c.say("NOOP").await, "250 2.0.0 Ok");
     assert_eq!(c.say("VRFY root").await, "252 2.0.0 Cannot VRFY user");
-    assert_eq!(c.say("ETRN x").await, "502 5.5.2 Error: command not recognized");
+    assert_eq!(
+        c.say("ETRN x").await,
+        "502 5.5.2 Error: command not recognized"
+    );
     assert_eq!(c.say("quit").await, "221 2.0.0 Bye");
     assert!(c.closed().await);
     decoy.stop().await;
@@ -66,15 +72,24 @@ async fn harvester_refuses_relaying_and_logins_and_relay_filters_recipients() {
     let decoy = Decoy::start(config(Mode::Harvester, &no_nats(), tmp.path())).await;
     let mut c = decoy.client().await;
     c.line().await;
-    assert_eq!(c.say("RCPT TO:<a@b.example.com>").await, "503 5.5.1 Error: need MAIL command");
-    assert_eq!(c.say("AUTH PLAIN AGFkbWluAGh1bnRlcjI=").await, "503 5.5.1 Error: send HELO/EHLO first");
+    assert_eq!(
+        c.say("RCPT TO:<a@b.example.com>").await,
+        "503 5.5.1 Error: need MAIL command"
+    );
+    assert_eq!(
+        c.say("AUTH PLAIN AGFkbWluAGh1bnRlcjI=").await,
+        "503 5.5.1 Error: send HELO/EHLO first"
+    );
     c.send("EHLO x").await;
     c.reply().await;
     assert_eq!(
         c.say("AUTH PLAIN AGFkbWluAGh1bnRlcjI=").await,
         "535 5.7.8 Error: authentication failed: authentication failure"
     );
-    assert_eq!(c.say("MAIL FROM:<spam@sender.example.com>").await, "250 2.1.0 Ok");
+    assert_eq!(
+        c.say("MAIL FROM:<spam@sender.example.com>").await,
+        "250 2.1.0 Ok"
+    );
     assert_eq!(
         c.say("RCPT TO:<victim@target.example.com>").await,
         "554 5.7.1 <victim@target.example.com>: Relay access denied"
@@ -98,21 +113,45 @@ async fn harvester_refuses_relaying_and_logins_and_relay_filters_recipients() {
     );
     // PLAIN after an empty challenge; on the list.
     assert_eq!(c.say("AUTH PLAIN").await, "334 ");
-    assert_eq!(c.say("AHJlbGF5dXNlcgBzM2NyZXQ=").await, "235 2.7.0 Authentication successful");
-    assert_eq!(c.say("AUTH LOGIN").await, "503 5.5.1 Error: already authenticated");
+    assert_eq!(
+        c.say("AHJlbGF5dXNlcgBzM2NyZXQ=").await,
+        "235 2.7.0 Authentication successful"
+    );
+    assert_eq!(
+        c.say("AUTH LOGIN").await,
+        "503 5.5.1 Error: already authenticated"
+    );
     assert_eq!(c.say("MAIL FROM:<>").await, "250 2.1.0 Ok");
-    assert_eq!(c.say("MAIL FROM:<x@y.example.com>").await, "503 5.5.1 Error: nested MAIL command");
-    assert_eq!(c.say("AUTH PLAIN").await, "503 5.5.1 Error: MAIL transaction in progress");
-    assert_eq!(c.say("RCPT TO:<not-an-address>").await, "501 5.1.3 Bad recipient address syntax");
-    assert_eq!(c.say("RCPT TO:").await, "501 5.1.3 Bad recipient address syntax");
-    assert_eq!(c.say("RCPT <a@b.example.com>").await, "501 5.5.4 Syntax: RCPT TO:<address>");
+    assert_eq!(
+        c.say("MAIL FROM:<x@y.example.com>").await,
+        "503 5.5.1 Error: nested MAIL command"
+    );
+    assert_eq!(
+        c.say("AUTH PLAIN").await,
+        "503 5.5.1 Error: MAIL transaction in progress"
+    );
+    assert_eq!(
+        c.say("RCPT TO:<not-an-address>").await,
+        "501 5.1.3 Bad recipient address syntax"
+    );
+    assert_eq!(
+        c.say("RCPT TO:").await,
+        "501 5.1.3 Bad recipient address syntax"
+    );
+    assert_eq!(
+        c.say("RCPT <a@b.example.com>").await,
+        "501 5.5.4 Syntax: RCPT TO:<address>"
+    );
     for tld in ["invalid", "test", "localhost", "local", "example"] {
         assert_eq!(
             c.say(&format!("RCPT TO:<a@host.{tld}>")).await,
             format!("550 5.1.2 <a@host.{tld}>: Recipient address rejected: Domain not found")
         );
     }
-    assert_eq!(c.say("rcpt to:<ok@target.example.com>").await, "250 2.1.5 Ok");
+    assert_eq!(
+        c.say("rcpt to:<ok@target.example.com>").await,
+        "250 2.1.5 Ok"
+    );
     decoy.stop().await;
 
     // Every recipient drawn for greylisting is refused once, then let through.
@@ -127,7 +166,10 @@ async fn harvester_refuses_relaying_and_logins_and_relay_filters_recipients() {
         c.say("RCPT TO:<v@target.example.com>").await,
         "451 4.7.1 <v@target.example.com>: Recipient address rejected: Greylisted, try again later"
     );
-    assert_eq!(c.say("RCPT TO:<v@target.example.com>").await, "250 2.1.5 Ok");
+    assert_eq!(
+        c.say("RCPT TO:<v@target.example.com>").await,
+        "250 2.1.5 Ok"
+    );
     decoy.stop().await;
 }
 
@@ -138,11 +180,17 @@ async fn auth_exchanges_abort_refuse_garbage_and_count() {
     let mut c = decoy.client().await;
     c.line().await;
     c.say("HELO x").await;
-    assert_eq!(c.say("AUTH CRAM-MD5").await, "504 5.5.4 Unrecognized authentication type");
+    assert_eq!(
+        c.say("AUTH CRAM-MD5").await,
+        "504 5.5.4 Unrecognized authentication type"
+    );
     assert_eq!(c.say("AUTH").await, "501 5.5.4 Syntax: AUTH mechanism");
     assert_eq!(c.say("AUTH LOGIN").await, "334 VXNlcm5hbWU6");
     assert_eq!(c.say("*").await, "501 5.7.0 Authentication aborted");
-    assert_eq!(c.say("AUTH PLAIN !!!notbase64").await, "501 5.5.2 Cannot decode response");
+    assert_eq!(
+        c.say("AUTH PLAIN !!!notbase64").await,
+        "501 5.5.2 Cannot decode response"
+    );
     assert_eq!(c.say("AUTH LOGIN").await, "334 VXNlcm5hbWU6");
     assert_eq!(c.say("dXNlcg==").await, "334 UGFzc3dvcmQ6");
     assert_eq!(c.say("cHc=").await, "235 2.7.0 Authentication successful");
@@ -162,7 +210,10 @@ async fn auth_exchanges_abort_refuse_garbage_and_count() {
     for _ in 0..100 {
         assert!(c.say("AUTH PLAIN AHUAcA==").await.starts_with("535 "));
     }
-    assert_eq!(c.say("AUTH PLAIN AHUAcA==").await, "421 4.7.0 mail.example.net Error: too many errors");
+    assert_eq!(
+        c.say("AUTH PLAIN AHUAcA==").await,
+        "421 4.7.0 mail.example.net Error: too many errors"
+    );
     assert!(c.closed().await);
     decoy.stop().await;
 }
@@ -184,7 +235,8 @@ async fn data_is_unstuffed_stored_whole_and_answered_with_a_queue_id() {
     c.say("RCPT TO:<v@target.example.com>").await;
     assert_eq!(c.say("DATA").await, "354 End data with <CR><LF>.<CR><LF>");
     // A stuffed dot, a bare LF line, a line that is only two dots.
-    c.raw(b"Subject: test\r\n\r\n..hidden\nbare lf\r\n..\r\n.\r\n").await;
+    c.raw(b"Subject: test\r\n\r\n..hidden\nbare lf\r\n..\r\n.\r\n")
+        .await;
     let started = std::time::Instant::now();
     let queued = c.line().await;
     let paused = started.elapsed();
@@ -198,22 +250,34 @@ async fn data_is_unstuffed_stored_whole_and_answered_with_a_queue_id() {
     let name = &stored[0];
     let body = b"Subject: test\r\n\r\n.hidden\r\nbare lf\r\n.\r\n";
     let digest = sha256_hex(body);
-    let shape = regex::Regex::new(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ_[0-9a-f]{12}_[A-Z2-9]{12}\.eml$")
-        .unwrap();
+    let shape =
+        regex::Regex::new(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ_[0-9a-f]{12}_[A-Z2-9]{12}\.eml$")
+            .unwrap();
     assert!(shape.is_match(name), "{name}");
-    assert!(name.contains(&format!("_{}_{id}.eml", &digest[..12])), "{name}");
+    assert!(
+        name.contains(&format!("_{}_{id}.eml", &digest[..12])),
+        "{name}"
+    );
     let path = decoy.quarantine().join(name);
     assert_eq!(std::fs::read(&path).unwrap(), body);
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
     // Its job waits in the spool for NATS.
     assert!(
-        tmp.path().join(".jobs").join(format!("{name}.json")).exists(),
+        tmp.path()
+            .join(".jobs")
+            .join(format!("{name}.json"))
+            .exists(),
         "the job is spooled"
     );
     // SIZE above the cap is refused before any data.
-    c.say("MAIL FROM:<a@sender.example.com> SIZE=10485761").await;
+    c.say("MAIL FROM:<a@sender.example.com> SIZE=10485761")
+        .await;
     assert_eq!(
-        c.say("MAIL FROM:<a@sender.example.com> SIZE=10485761").await,
+        c.say("MAIL FROM:<a@sender.example.com> SIZE=10485761")
+            .await,
         "552 5.3.4 Message size exceeds fixed limit"
     );
     decoy.stop().await;
@@ -273,10 +337,19 @@ async fn limits_answer_421_and_long_lines_500() {
     assert_eq!(c.say("NOOP").await, "250 2.0.0 Ok");
     // Twenty errors and the client is dropped.
     for _ in 0..18 {
-        assert_eq!(c.say("BOGUS").await, "502 5.5.2 Error: command not recognized");
+        assert_eq!(
+            c.say("BOGUS").await,
+            "502 5.5.2 Error: command not recognized"
+        );
     }
-    assert_eq!(c.say("BOGUS").await, "502 5.5.2 Error: command not recognized");
-    assert_eq!(c.line().await, "421 4.7.0 mail.example.net Error: too many errors");
+    assert_eq!(
+        c.say("BOGUS").await,
+        "502 5.5.2 Error: command not recognized"
+    );
+    assert_eq!(
+        c.line().await,
+        "421 4.7.0 mail.example.net Error: too many errors"
+    );
     assert!(c.closed().await);
 
     let mut a = decoy.client().await;
@@ -297,7 +370,10 @@ async fn limits_answer_421_and_long_lines_500() {
     let decoy = Decoy::start(cfg).await;
     let mut c = decoy.client().await;
     c.line().await;
-    assert_eq!(c.line().await, "421 4.4.2 mail.example.net Error: timeout exceeded");
+    assert_eq!(
+        c.line().await,
+        "421 4.4.2 mail.example.net Error: timeout exceeded"
+    );
     assert!(c.closed().await);
     decoy.stop().await;
 }
@@ -315,7 +391,8 @@ async fn pipelined_commands_are_answered_in_order() {
     assert_eq!(c.line().await, "250 2.1.5 Ok");
     assert_eq!(c.line().await, "250 2.1.5 Ok");
     assert_eq!(c.line().await, "354 End data with <CR><LF>.<CR><LF>");
-    c.raw(b"Subject: p\r\n\r\nhi\r\n.\r\nRSET\r\nQUIT\r\n").await;
+    c.raw(b"Subject: p\r\n\r\nhi\r\n.\r\nRSET\r\nQUIT\r\n")
+        .await;
     assert!(c.line().await.starts_with("250 2.0.0 Ok: queued as "));
     assert_eq!(c.line().await, "250 2.0.0 Ok");
     assert_eq!(c.line().await, "221 2.0.0 Bye");

@@ -17,13 +17,14 @@ use decnet_ttp::anchor::{attacker_uuid_for_ip, canonical_ip};
 use decnet_ttp::engine::SuppressReason;
 use decnet_ttp::fanout::{self, FanoutError};
 use decnet_ttp::ratelimit::RateLimiter;
-use decnet_ttp::{EvalEvent, RuleIndex, Tag};
+use decnet_ttp::{EvalEvent, RuleIndex, SourceKind, Tag};
 use serde_json::Value;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::announce::{MessageResults, announce};
 use crate::metrics::TaggerMetrics;
+use crate::quarantine::BodyReader;
 
 /// Bodies over this size are poison (EVENTS.md §1.3).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -39,6 +40,8 @@ pub struct Tagger {
     pub(crate) published: Arc<Notify>,
     /// What the ops listener exports.
     pub(crate) metrics: TaggerMetrics,
+    /// Message text for the email rules that read it.
+    pub(crate) bodies: BodyReader,
 }
 
 /// One message ready to write.
@@ -69,6 +72,7 @@ impl Tagger {
         &mut self,
         index: &Arc<RuleIndex>,
         d: &Delivery,
+        body_text: Option<String>,
         now: DateTime<Utc>,
     ) -> Result<Option<Prepared>, Outcome> {
         if d.payload().len() > MAX_BODY_BYTES {
@@ -81,8 +85,11 @@ impl Tagger {
             TaggerMetrics::count(&self.metrics.skipped, "pattern", pattern);
             return Ok(None);
         }
-        let body: Value = serde_json::from_slice(d.payload())
+        let mut body: Value = serde_json::from_slice(d.payload())
             .map_err(|e| poison("decode_error", format!("invalid JSON: {e}")))?;
+        if let (Some(text), Some(object)) = (body_text, body.as_object_mut()) {
+            object.insert("body_text".to_owned(), Value::String(text));
+        }
         let fanout = fanout::from_message(d.subject(), &body)
             .map_err(|e| poison(fanout_code(&e), e.detail))?;
         if d.subject() == "attacker.observed" {
@@ -358,8 +365,21 @@ impl Tagger {
         let mut outcomes = vec![Outcome::Done; batch.len()];
         let index = self.rules.load_full();
         let mut work: Vec<(usize, Prepared)> = Vec::new();
+        let wants_text = index.needs_field(SourceKind::Email, "body_text");
         for (i, d) in batch.iter().enumerate() {
-            match self.prepare(&index, d, now) {
+            let mut text = None;
+            if wants_text && d.subject() == "email.received" && d.payload().len() <= MAX_BODY_BYTES
+            {
+                let body: Value = serde_json::from_slice(d.payload()).unwrap_or(Value::Null);
+                match self.bodies.body_text(&body).await {
+                    Ok(t) => text = t,
+                    Err(e) => {
+                        outcomes[i] = Outcome::Transient(e.to_string());
+                        continue;
+                    }
+                }
+            }
+            match self.prepare(&index, d, text, now) {
                 Ok(Some(p)) => work.push((i, p)),
                 Ok(None) => {}
                 Err(outcome) => outcomes[i] = outcome,

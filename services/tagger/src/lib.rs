@@ -28,6 +28,7 @@ mod announce;
 pub mod feed;
 mod handler;
 mod metrics;
+mod quarantine;
 
 pub use handler::{MAX_BODY_BYTES, Tagger};
 pub use metrics::TaggerMetrics;
@@ -217,6 +218,7 @@ async fn serve(
         db: db.clone(),
         published,
         metrics,
+        bodies: quarantine::BodyReader::new(js.clone()),
     };
     let runner = RunnerConfig {
         batch: config.batch,

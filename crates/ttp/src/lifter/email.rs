@@ -516,6 +516,10 @@ struct Bec {
 }
 
 impl Lift for Bec {
+    fn reads_fetched(&self, field: &str) -> bool {
+        field == "body_text"
+    }
+
     fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
         let f = fields(event, misfits);
         let (Some(subject), Some(body)) = (f.str("subject"), f.str("body_text")) else {
@@ -545,6 +549,10 @@ struct EncodedPayload {
 }
 
 impl Lift for EncodedPayload {
+    fn reads_fetched(&self, field: &str) -> bool {
+        field == "body_text"
+    }
+
     fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision> {
         let f = fields(event, misfits);
         let reported = f.int("body_base64_bytes").filter(|n| *n >= self.min_bytes);

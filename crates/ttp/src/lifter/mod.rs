@@ -107,6 +107,13 @@ pub trait Lift: Send + Sync + fmt::Debug {
     /// Decide on one event of a kind the lifter accepts; fields of the wrong type are read as
     /// absent and noted in `misfits`.
     fn lift(&self, event: &EvalEvent, misfits: &Misfits) -> Option<Decision>;
+
+    /// Whether the lifter reads a field that producers leave off the bus and the tagger
+    /// fetches only when some rule needs it (`body_text`, read from the quarantine).
+    fn reads_fetched(&self, field: &str) -> bool {
+        let _ = field;
+        false
+    }
 }
 
 /// A lifter's entry in the registry: its name, the kinds it accepts and how to build it.

@@ -187,5 +187,84 @@ pub fn queue_id_of(reply: &str) -> String {
 
 /// Postfix's queue-id alphabet, 12 characters.
 pub fn is_queue_id(id: &str) -> bool {
-    id.len() == 12 && id.bytes().all(|b| b"BCDFGHJKLMNPQRSTVWXYZ23456789".contains(&b))
+    id.len() == 12
+        && id
+            .bytes()
+            .all(|b| b"BCDFGHJKLMNPQRSTVWXYZ23456789".contains(&b))
+}
+
+/// Every message stored on `subject` so far, as (msg id, body), in stream order. Read by
+/// sequence, not through a consumer: a consumer on the `PROBES` work queue would take the
+/// work it looks at.
+pub async fn bus_messages(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    subject: &str,
+) -> Vec<(String, serde_json::Value)> {
+    let Ok(mut stream) = js.get_stream(stream).await else {
+        return Vec::new();
+    };
+    let state = stream.info().await.unwrap().state.clone();
+    let mut out = Vec::new();
+    if state.messages == 0 {
+        return out;
+    }
+    for seq in state.first_sequence..=state.last_sequence {
+        let Ok(m) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        if m.subject.as_str() != subject {
+            continue;
+        }
+        let id = m
+            .headers
+            .get("Nats-Msg-Id")
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        out.push((id, serde_json::from_slice(&m.payload).unwrap()));
+    }
+    out
+}
+
+/// Poll until `f` gives something, at most `secs` seconds.
+pub async fn until<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(secs),
+            "{what}: not within {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Send one message through a whole transaction; returns the queue id.
+pub async fn send_message(addr: SocketAddr, from: &str, to: &[&str], message: &[u8]) -> String {
+    let mut c = Client::connect(addr).await;
+    c.line().await;
+    c.send("EHLO sender.example.org").await;
+    c.reply().await;
+    assert_eq!(c.say(&format!("MAIL FROM:<{from}>")).await, "250 2.1.0 Ok");
+    for rcpt in to {
+        assert_eq!(c.say(&format!("RCPT TO:<{rcpt}>")).await, "250 2.1.5 Ok");
+    }
+    assert_eq!(c.say("DATA").await, "354 End data with <CR><LF>.<CR><LF>");
+    let mut stuffed = Vec::new();
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        if line.first() == Some(&b'.') {
+            stuffed.push(b'.');
+        }
+        stuffed.extend_from_slice(line);
+    }
+    if !stuffed.ends_with(b"\n") {
+        stuffed.extend_from_slice(b"\r\n");
+    }
+    stuffed.extend_from_slice(b".\r\n");
+    c.raw(&stuffed).await;
+    let id = queue_id_of(&c.line().await);
+    assert_eq!(c.say("QUIT").await, "221 2.0.0 Bye");
+    id
 }
