@@ -53,9 +53,12 @@ impl Leaf {
     }
 }
 
-/// The walk of one message; `None` when its header block holds no header field at all.
+/// The walk of one message; `None` when it does not start with a header field.
 pub(crate) fn parse(message: &[u8]) -> Option<Parsed<'_>> {
     let (head, body) = split_head(message);
+    if !starts_with_field(head) {
+        return None;
+    }
     let headers = parse_headers(head)?;
     let mut walker = Walker {
         parts: 0,
@@ -88,6 +91,22 @@ pub(crate) fn split_head(bytes: &[u8]) -> (&[u8], &[u8]) {
         at = i + 1;
     }
     (bytes, &[])
+}
+
+/// Whether the first line is a header field: a name of printable ASCII other than `:` (RFC
+/// 5322 `ftext`), optional blanks, then `:`. `mail-parser` recovers a header out of almost any
+/// bytes; this is the line between a message and garbage.
+fn starts_with_field(head: &[u8]) -> bool {
+    let name = head
+        .iter()
+        .take_while(|&&b| (33..=126).contains(&b) && b != b':')
+        .count();
+    let rest = &head[name..];
+    let blanks = rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    name > 0 && rest.get(blanks) == Some(&b':')
 }
 
 fn parse_headers(head: &[u8]) -> Option<Vec<Header<'_>>> {
@@ -502,5 +521,8 @@ mod tests {
     fn a_block_without_header_fields_does_not_parse() {
         assert!(parse(b"").is_none());
         assert!(parse(b"\r\njust a body").is_none());
+        assert!(parse(b"\x00garbage: here\r\n\r\nbody").is_none());
+        assert!(parse(b"From sender@example Mon Jan 1\r\n").is_none());
+        assert!(parse(b"X-Odd-Name \t: v\r\n\r\nbody").is_some());
     }
 }

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use decnet_mail::{MessageFeatures, analyse, body_text, simhash_hex};
 
 fn corpus(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/corpus")
+        .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -243,7 +245,10 @@ fn cases() -> Vec<(&'static str, MessageFeatures)> {
                 ..nothing("7f909c72c80379730acf1d79c0dfc02000389fb3278fb7f49ca4448b846bc86f")
             },
         ),
-        ("unparseable.eml", nothing("5ff9cc8eedd5c2080033e25a29079ddc2ee0af53cc504a501ba33c08c8f6b947")),
+        (
+            "unparseable.eml",
+            nothing("5ff9cc8eedd5c2080033e25a29079ddc2ee0af53cc504a501ba33c08c8f6b947"),
+        ),
         (
             "no_text_part.eml",
             MessageFeatures {
@@ -251,7 +256,9 @@ fn cases() -> Vec<(&'static str, MessageFeatures)> {
                 from_domain: Some("printers.example".into()),
                 // The PDF and an empty attachment-disposed part; the unnamed PNG is inline.
                 attachment_count: 2,
-                attachment_sha256s: strings(&["92d4ef0d3bd81e9fe82b0920b20e8b02e81b98e79377609929b388ee763e7db5"]),
+                attachment_sha256s: strings(&[
+                    "92d4ef0d3bd81e9fe82b0920b20e8b02e81b98e79377609929b388ee763e7db5",
+                ]),
                 attachment_extensions: strings(&[".pdf"]),
                 ..nothing("67755f5aabbcb4dd568a806bf7a05953ccc4ce759ffa632c296731bb0c013c20")
             },
@@ -289,7 +296,9 @@ fn every_field_of_every_corpus_message() {
     for (name, expected) in cases() {
         let actual = analyse(&corpus(name));
         if actual != expected {
-            failures.push(format!("{name}:\n  expected {expected:?}\n  actual   {actual:?}"));
+            failures.push(format!(
+                "{name}:\n  expected {expected:?}\n  actual   {actual:?}"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -309,7 +318,10 @@ fn the_corpus_readme_lists_exactly_the_corpus_files() {
     in_cases.sort();
     assert_eq!(on_disk, in_cases);
     for name in &on_disk {
-        assert!(readme.contains(&format!("`{name}`")), "README.md does not list {name}");
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "README.md does not list {name}"
+        );
     }
 }
 
@@ -343,5 +355,8 @@ fn body_text_of_corpus_messages() {
 #[test]
 fn simhash_hex_of_a_corpus_body() {
     let features = analyse(&corpus("bec.eml"));
-    assert_eq!(features.body_simhash.map(simhash_hex).as_deref(), Some("700006a3136e1788"));
+    assert_eq!(
+        features.body_simhash.map(simhash_hex).as_deref(),
+        Some("700006a3136e1788")
+    );
 }
