@@ -1,0 +1,140 @@
+//! The decoy and the tagger together (issue 7): crafted phishing and masquerade messages sent
+//! over SMTP come out as the email rules' tags, including R0047, whose body keywords the
+//! tagger can only see by reading the message from the `QUARANTINE` bucket.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use common::{Decoy, config, send_message, until};
+use decnet_ops::Ops;
+use decnet_smtp::Mode;
+use decnet_storage::{Database, Options};
+use decnet_tagger::TaggerConfig;
+use decnet_test_support::NatsServer;
+use tokio::sync::watch;
+
+fn corpus(name: &str) -> Vec<u8> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/mail/tests/corpus");
+    std::fs::read(dir.join(name)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crafted_phishing_and_masquerade_mail_is_tagged_by_the_email_rules() {
+    let nats = NatsServer::start().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", tmp.path().join("decnet.db").display());
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules/ttp");
+    let tagger_config = TaggerConfig::new(&nats.url(), &url, Some(rules));
+    let ops = Ops::new();
+    let (stop, shutdown) = watch::channel(false);
+    let tagger = {
+        let ops = Arc::clone(&ops);
+        tokio::spawn(async move { decnet_tagger::run_with(&tagger_config, &ops, shutdown).await })
+    };
+    let decoy = Decoy::start(config(Mode::Relay, &nats.url(), &tmp.path().join("q"))).await;
+    decoy.ready().await;
+    until("the tagger", 30, async || ops.readiness().0.then_some(())).await;
+
+    // The envelope sender matches each From domain, so only what the message itself says
+    // is a masquerade.
+    let cases = [
+        ("idn_url.eml", "news@shop.example.com"),
+        ("macro_docm.eml", "billing@vendor.example"),
+        ("return_path_mismatch.eml", "service@paypal.example"),
+        ("bec.eml", "mark.boss@c0rp.example"),
+    ];
+    let mut names = BTreeMap::new();
+    for (file, from) in cases {
+        let message = corpus(file);
+        let id = send_message(decoy.addr, from, &["victim@corp.example.com"], &message).await;
+        names.insert(id, file);
+    }
+    let db = Database::connect(&url, &Options::default()).await.unwrap();
+    let stored: Vec<String> = decoy.stored();
+    assert_eq!(stored.len(), 4);
+    until("the tags of four messages", 30, async || {
+        let tags = db.tags().await.unwrap();
+        let sources: std::collections::BTreeSet<_> =
+            tags.iter().map(|t| t.source_id.clone()).collect();
+        (sources.len() == 4).then_some(())
+    })
+    .await;
+    // Give a late tag the chance to show up before the exact comparison.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let tags = db.tags().await.unwrap();
+    let file_of = |source_id: &str| {
+        names
+            .iter()
+            .find(|(id, _)| source_id.ends_with(&format!("_{id}.eml")))
+            .map(|(_, f)| *f)
+    };
+    let mut by_file: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for t in &tags {
+        assert!(stored.contains(&t.source_id), "{}", t.source_id);
+        let file = file_of(&t.source_id)
+            .unwrap_or_else(|| panic!("a tag of an unknown message: {}", t.source_id));
+        let technique = t
+            .sub_technique_id
+            .clone()
+            .unwrap_or_else(|| t.technique_id.clone());
+        by_file.entry(file).or_default().push(format!(
+            "{} {}/{technique}@{}",
+            t.rule_id, t.tactic, t.confidence
+        ));
+    }
+    for v in by_file.values_mut() {
+        v.sort();
+    }
+    let expected: BTreeMap<&str, Vec<String>> = [
+        (
+            "bec.eml",
+            vec!["R0045 TA0005/T1036@0.85", "R0047 TA0001/T1566.003@0.85"],
+        ),
+        (
+            "idn_url.eml",
+            vec![
+                "R0044 TA0001/T1566.002@0.9",
+                "R0044 TA0005/T1036.005@0.9",
+                "R0045 TA0005/T1036@0.85",
+            ],
+        ),
+        (
+            "macro_docm.eml",
+            vec![
+                "R0045 TA0005/T1036@0.85",
+                "R0046 TA0001/T1566.001@0.9",
+                "R0046 TA0002/T1204.002@0.9",
+            ],
+        ),
+        ("return_path_mismatch.eml", vec!["R0045 TA0005/T1036@0.85"]),
+    ]
+    .into_iter()
+    .map(|(f, v)| (f, v.into_iter().map(str::to_owned).collect()))
+    .collect();
+    assert_eq!(by_file, expected);
+    // R0045 says why: the Return-Path disagrees with From, and no signature either way.
+    let masquerade = tags
+        .iter()
+        .find(|t| t.rule_id == "R0045" && file_of(&t.source_id) == Some("return_path_mismatch.eml"))
+        .unwrap();
+    assert_eq!(
+        masquerade.evidence["matched_signals"],
+        serde_json::json!(["from_returnpath_mismatch", "dkim_missing", "spf_fail"])
+    );
+    // The body's words were read, never stored.
+    let bec = tags.iter().find(|t| t.rule_id == "R0047").unwrap();
+    assert_eq!(
+        bec.evidence["matched_body_kw"],
+        serde_json::json!(["send", "transfer", "update banking", "confidential"])
+    );
+    let text =
+        serde_json::to_string(&tags.iter().map(|t| &t.evidence).collect::<Vec<_>>()).unwrap();
+    assert!(!text.contains("Hi Anna"), "{text}");
+
+    let _ = stop.send(true);
+    tagger.await.unwrap().unwrap();
+    decoy.stop().await;
+}
