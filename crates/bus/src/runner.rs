@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
@@ -24,6 +25,9 @@ use crate::publish::publish;
 #[derive(Debug)]
 pub struct Delivery {
     message: jetstream::Message,
+    /// The nak delay the handler chose for a transient outcome, instead of the back-off by
+    /// delivery count.
+    retry_after: Mutex<Option<Duration>>,
 }
 
 impl Delivery {
@@ -64,6 +68,33 @@ impl Delivery {
     /// How many times it has been delivered, this time included.
     pub fn deliveries(&self) -> i64 {
         self.message.info().map_or(1, |i| i.delivered)
+    }
+
+    /// Have a [`Outcome::Transient`] outcome of this delivery nak with `delay` rather than
+    /// the back-off by delivery count: for a handler that knows when a retry can succeed
+    /// (a lease that lapses then, a retry schedule of its own).
+    pub fn retry_after(&self, delay: Duration) {
+        *self
+            .retry_after
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(delay);
+    }
+
+    /// Tell the server the message is still being worked on, restarting its ack wait: for
+    /// work that can outlast it.
+    pub async fn in_progress(&self) -> Result<(), BusError> {
+        self.message
+            .ack_with(AckKind::Progress)
+            .await
+            .map_err(|e| BusError::nats("sending in-progress", e))
+    }
+
+    fn nak_delay(&self, config: &RunnerConfig) -> Duration {
+        let chosen = *self
+            .retry_after
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        chosen.unwrap_or_else(|| config.nak_delay(self.deliveries()))
     }
 }
 
@@ -191,7 +222,10 @@ async fn fetch(consumer: &PullConsumer, config: &RunnerConfig) -> Result<Vec<Del
     let mut batch = Vec::new();
     while let Some(message) = messages.next().await {
         match message {
-            Ok(message) => batch.push(Delivery { message }),
+            Ok(message) => batch.push(Delivery {
+                message,
+                retry_after: Mutex::new(None),
+            }),
             Err(e) => {
                 // What was delivered so far is handled; the rest comes with the next fetch.
                 tracing::debug!(error = %e, "fetch ended early");
@@ -206,7 +240,7 @@ async fn settle(js: &jetstream::Context, config: &RunnerConfig, d: &Delivery, ou
     let result = match outcome {
         Outcome::Done => d.message.double_ack().await,
         Outcome::Transient(why) => {
-            let delay = config.nak_delay(d.deliveries());
+            let delay = d.nak_delay(config);
             tracing::warn!(subject = d.subject(), seq = d.stream_seq(), deliveries = d.deliveries(),
                 reason = %why, "transient failure; redelivery in {delay:?}");
             d.message.ack_with(AckKind::Nak(Some(delay))).await
