@@ -28,7 +28,7 @@ fn get(port: u16, path: &str) -> Option<String> {
 #[test]
 fn up_starts_every_service_on_a_fresh_data_directory_and_stops_on_sigterm() {
     let tmp = TempDir::new().unwrap();
-    let (ops, beacon, nats) = (free_port(), free_port(), free_port());
+    let (ops, beacon, nats, smtp) = (free_port(), free_port(), free_port(), free_port());
     let mut up = Command::new(env!("CARGO_BIN_EXE_decnet"))
         .arg("up")
         .arg("--data-dir")
@@ -38,6 +38,7 @@ fn up_starts_every_service_on_a_fresh_data_directory_and_stops_on_sigterm() {
         .arg(nats_server_binary().unwrap())
         .args(["--ops-listen", &format!("127.0.0.1:{ops}")])
         .args(["--http-listen", &format!("127.0.0.1:{beacon}")])
+        .args(["--smtp-listen", &format!("127.0.0.1:{smtp}")])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("DECNET_DATABASE_URL")
         .stdout(Stdio::null())
@@ -70,13 +71,30 @@ fn up_starts_every_service_on_a_fresh_data_directory_and_stops_on_sigterm() {
         let err = drained.join().unwrap();
         panic!("not ready within 60 s (exited: {exited:?}); its stderr:\n{err}");
     }
-    for line in ["rulestore: ready", "tagger: ready", "canary: ready"] {
+    for line in [
+        "rulestore: ready",
+        "tagger: ready",
+        "canary: ready",
+        "smtp: ready",
+    ] {
         assert!(ready.contains(line), "{line} in {ready:?}");
     }
     let gif = get(beacon, "/c/aaaaaaaaaaaaaaaaaaaaaaaaaa").unwrap();
     assert!(
         gif.starts_with("HTTP/1.1 200 OK\r\nServer: nginx\r\n"),
         "{gif}"
+    );
+
+    let mut decoy = TcpStream::connect(("127.0.0.1", smtp)).unwrap();
+    decoy
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let expected = b"220 decoy-01 ESMTP Postfix (Debian/GNU)\r\n";
+    let mut greeting = vec![0u8; expected.len()];
+    decoy.read_exact(&mut greeting).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&greeting),
+        String::from_utf8_lossy(expected)
     );
 
     let term = Command::new("kill")

@@ -105,6 +105,20 @@ pub(crate) struct UpArgs {
     /// The canary beacon's options.
     #[command(flatten)]
     canary: super::canary::CanaryOptions,
+    /// The SMTP decoy's listeners, comma-separated.
+    #[arg(
+        long,
+        env = "DECNET_SMTP_LISTEN",
+        value_delimiter = ',',
+        default_value = "0.0.0.0:2525"
+    )]
+    smtp_listen: Vec<SocketAddr>,
+    /// The SMTP decoy's name.
+    #[arg(long, env = "DECNET_SMTP_DECKY_ID", default_value = "decoy-01")]
+    smtp_decky_id: String,
+    /// The SMTP decoy's mode: `harvester` or `relay`.
+    #[arg(long, env = "DECNET_SMTP_MODE", default_value = "harvester")]
+    smtp_mode: decnet_smtp::Mode,
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -346,6 +360,14 @@ pub(crate) fn up(args: &UpArgs) -> ExitCode {
             return ExitCode::from(EXIT_UNUSABLE);
         }
     };
+    let mut smtp = decnet_smtp::SmtpConfig::new(&args.smtp_decky_id, &args.shared.nats_url);
+    smtp.mode = args.smtp_mode;
+    smtp.listen.clone_from(&args.smtp_listen);
+    smtp.quarantine_dir = args.shared.data_dir.join("smtp").join("quarantine");
+    if let Err(e) = smtp.validate() {
+        report(&format!("decnet up: smtp: {e}"));
+        return ExitCode::from(EXIT_UNUSABLE);
+    }
     if canary.fingerprint_secret.is_none() {
         tracing::warn!(
             "DECNET_CANARY_FINGERPRINT_SECRET is not set: fingerprint canaries cannot be minted"
@@ -353,8 +375,14 @@ pub(crate) fn up(args: &UpArgs) -> ExitCode {
     }
     let beacon = canary.http_listen;
     report(&format!(
-        "decnet up: rule store watching {}, a tagger following it and the canary beacon on {beacon}, on {}, data in {}; health and metrics on http://{}",
+        "decnet up: rule store watching {}, a tagger following it, the canary beacon on {beacon} and the SMTP decoy ({}) on {}, on {}, data in {}; health and metrics on http://{}",
         args.rules_dir.display(),
+        args.smtp_decky_id,
+        args.smtp_listen
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         args.shared.nats_url,
         database_url,
         args.ops_listen
@@ -366,7 +394,8 @@ pub(crate) fn up(args: &UpArgs) -> ExitCode {
             vec![
                 rulestore_service(store, Arc::clone(&ops), shutdown.clone()),
                 tagger_service(tagger, Arc::clone(&ops), shutdown.clone()),
-                canary_service(canary, ops, shutdown),
+                canary_service(canary, Arc::clone(&ops), shutdown.clone()),
+                super::smtp::smtp_service(smtp, ops, shutdown),
             ]
         },
     );
