@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{Decoy, config, send_message, until};
+use common::{Client, Decoy, config, send_message, until};
 use decnet_ops::Ops;
 use decnet_smtp::Mode;
 use decnet_storage::{Database, Options};
@@ -134,6 +134,89 @@ async fn crafted_phishing_and_masquerade_mail_is_tagged_by_the_email_rules() {
         serde_json::to_string(&tags.iter().map(|t| &t.evidence).collect::<Vec<_>>()).unwrap();
     assert!(!text.contains("Hi Anna"), "{text}");
 
+    let _ = stop.send(true);
+    tagger.await.unwrap().unwrap();
+    decoy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_harvester_login_storm_is_tagged_as_brute_force_and_password_guessing() {
+    let nats = NatsServer::start().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", tmp.path().join("decnet.db").display());
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules/ttp");
+    let tagger_config = TaggerConfig::new(&nats.url(), &url, Some(rules));
+    let ops = Ops::new();
+    let (stop, shutdown) = watch::channel(false);
+    let tagger = {
+        let ops = Arc::clone(&ops);
+        tokio::spawn(async move { decnet_tagger::run_with(&tagger_config, &ops, shutdown).await })
+    };
+    let decoy = Decoy::start(config(Mode::Harvester, &nats.url(), &tmp.path().join("q"))).await;
+    decoy.ready().await;
+    until("the tagger", 30, async || ops.readiness().0.then_some(())).await;
+
+    let mut c = Client::connect(decoy.addr).await;
+    c.line().await;
+    c.say("HELO spray").await;
+    use base64::Engine;
+    for password in [
+        "123456", "password", "admin", "qwerty", "letmein", "welcome",
+    ] {
+        let plain =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0admin\0{password}"));
+        assert!(
+            c.say(&format!("AUTH PLAIN {plain}"))
+                .await
+                .starts_with("535 ")
+        );
+    }
+    c.say("QUIT").await;
+
+    let db = Database::connect(&url, &Options::default()).await.unwrap();
+    until("two tags", 30, async || {
+        let tags = db.tags().await.unwrap();
+        (tags.len() >= 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut got: Vec<String> = db
+        .tags()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let technique = t
+                .sub_technique_id
+                .clone()
+                .unwrap_or_else(|| t.technique_id.clone());
+            format!(
+                "{} {}/{technique} {}",
+                t.rule_id,
+                t.tactic,
+                t.decky_id.as_deref().unwrap_or("-")
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "R0001 TA0006/T1110 decoy-01",
+            "R0002 TA0006/T1110.001 decoy-01",
+        ]
+    );
+    // The passwords were tagging input only.
+    let evidence = serde_json::to_string(
+        &db.tags()
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| &t.evidence)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    assert!(!evidence.contains("letmein"), "{evidence}");
     let _ = stop.send(true);
     tagger.await.unwrap().unwrap();
     decoy.stop().await;
