@@ -205,6 +205,12 @@ impl Drop for NatsServer {
     }
 }
 
+/// A certificate chain for TLS tests, valid until 2126: `localhost.pem` (names `localhost` and
+/// `127.0.0.1`) with its key `localhost.key`, signed by `ca.pem` (whose key was thrown away).
+pub fn tls_fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,10 +229,4 @@ mod tests {
         assert!(!store.exists(), "the store is removed with the handle");
         assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
     }
-}
-
-/// A certificate chain for TLS tests, valid until 2126: `localhost.pem` (names `localhost` and
-/// `127.0.0.1`) with its key `localhost.key`, signed by `ca.pem` (whose key was thrown away).
-pub fn tls_fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls")
 }

@@ -11,6 +11,11 @@
 //! NATS is left out: jobs wait in the spool, which is what the SMTP side does anyway. Peak
 //! RSS is the whole bench process (clients and servers), read after each phase.
 
+#![allow(
+    clippy::disallowed_macros,
+    reason = "the report on stdout is this program's product"
+)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

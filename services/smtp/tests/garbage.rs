@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::io::Write;
+
 use std::time::Duration;
 
 use common::{Client, Decoy, config, no_nats};
@@ -105,7 +107,10 @@ async fn binary_noise_and_endless_lines_are_refused_and_forgotten() {
     // Nothing was stored from noise.
     assert!(decoy.stored().is_empty());
     let peak = peak_rss_mib();
-    eprintln!("peak RSS after 200 noisy clients: {peak} MiB");
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "peak RSS after 200 noisy clients: {peak} MiB"
+    );
     assert!(peak < 256, "peak RSS {peak} MiB");
     decoy.stop().await;
 }
@@ -146,7 +151,10 @@ async fn a_million_pipelined_commands_are_answered_in_order_without_buffering_th
     assert_eq!(last, "221 2.0.0 Bye");
     drop(writer.await.unwrap());
     let peak = peak_rss_mib();
-    eprintln!("peak RSS after a million pipelined commands: {peak} MiB");
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "peak RSS after a million pipelined commands: {peak} MiB"
+    );
     assert!(peak < 256, "peak RSS {peak} MiB");
     still_serves(&decoy).await;
     decoy.stop().await;
@@ -175,7 +183,10 @@ async fn fifty_megabytes_of_data_keep_ten_mebibytes_and_say_so() {
         .len();
     assert_eq!(kept, 10_485_760);
     let peak = peak_rss_mib();
-    eprintln!("peak RSS after a 50 MB message: {peak} MiB");
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "peak RSS after a 50 MB message: {peak} MiB"
+    );
     assert!(peak < 256, "peak RSS {peak} MiB");
     still_serves(&decoy).await;
     decoy.stop().await;

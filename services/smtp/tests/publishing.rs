@@ -54,7 +54,7 @@ async fn a_relayed_message_is_in_the_bucket_before_its_events_name_it() {
     let (id, e) = &received[0];
     let stored_as = e["stored_as"].as_str().unwrap().to_owned();
     assert_eq!(id, &format!("email.received:decoy-01:{stored_as}"));
-    assert_eq!(decoy.stored(), [stored_as.clone()]);
+    assert_eq!(decoy.stored(), std::slice::from_ref(&stored_as));
     let bucket = quarantine::open_bucket(&js).await.unwrap().unwrap();
     let object = quarantine::get(&bucket, &format!("decoy-01/{stored_as}"), 1 << 20)
         .await

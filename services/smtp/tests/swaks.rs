@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::io::Write;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -24,7 +26,10 @@ fn skip_unless_installed() -> Option<&'static str> {
             std::env::var("CI").is_err(),
             "CI installs swaks (.ci/run); the client test cannot be skipped there"
         );
-        eprintln!("swaks test skipped: /usr/bin/swaks not installed");
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "swaks test skipped: /usr/bin/swaks not installed"
+        );
     }
     found
 }
