@@ -1,6 +1,7 @@
 //! Command-line definitions and dispatch.
 
 mod canary;
+mod probe_relay;
 mod publish;
 mod rule_state;
 mod rules;
@@ -59,6 +60,9 @@ enum Command {
     /// The SMTP decoy: an open relay or credential harvester that keeps every message in
     /// quarantine and publishes what it saw; it never delivers mail.
     Smtp(smtp::SmtpArgs),
+    /// Delivers the first few probes per attacker and decoy through the operator's upstream
+    /// SMTP server, counted in the database.
+    ProbeRelay(probe_relay::ProbeRelayArgs),
     /// Every available service in one process on embedded defaults (SQLite under the data
     /// directory, NATS at the URL or a nats-server child it starts).
     Up(service::UpArgs),
@@ -102,6 +106,7 @@ pub(crate) fn run(cli: Cli) -> ExitCode {
         Command::Rulestore(args) => service::rulestore(&args),
         Command::Canary(args) => canary::run(&args),
         Command::Smtp(args) => smtp::run(&args),
+        Command::ProbeRelay(args) => probe_relay::run(&args),
         Command::Up(args) => service::up(&args),
         Command::Publish(args) => publish::run(&args),
         Command::Tail(args) => tail::run(&args),

@@ -373,6 +373,13 @@ pub(crate) fn up(args: &UpArgs) -> ExitCode {
             "DECNET_CANARY_FINGERPRINT_SECRET is not set: fingerprint canaries cannot be minted"
         );
     }
+    let probe_relay = match super::probe_relay::up_config(&args.shared) {
+        Ok(c) => c,
+        Err(e) => {
+            report(&format!("decnet up: probe-relay: {e}"));
+            return ExitCode::from(EXIT_UNUSABLE);
+        }
+    };
     let beacon = canary.http_listen;
     report(&format!(
         "decnet up: rule store watching {}, a tagger following it, the canary beacon on {beacon} and the SMTP decoy ({}) on {}, on {}, data in {}; health and metrics on http://{}",
@@ -391,12 +398,16 @@ pub(crate) fn up(args: &UpArgs) -> ExitCode {
         args.ops_listen,
         "--ops-listen, DECNET_UP_OPS_LISTEN",
         |ops, shutdown| {
-            vec![
+            let mut services = vec![
                 rulestore_service(store, Arc::clone(&ops), shutdown.clone()),
                 tagger_service(tagger, Arc::clone(&ops), shutdown.clone()),
                 canary_service(canary, Arc::clone(&ops), shutdown.clone()),
-                super::smtp::smtp_service(smtp, ops, shutdown),
-            ]
+                super::smtp::smtp_service(smtp, Arc::clone(&ops), shutdown.clone()),
+            ];
+            if let Some(config) = probe_relay {
+                services.push(super::probe_relay::service(config, ops, shutdown));
+            }
+            services
         },
     );
     if let Some(mut c) = child {
