@@ -19,6 +19,7 @@ use sqlx::sqlite::{
 
 mod canary;
 mod identity;
+mod intel;
 mod outbox;
 mod probe_relay;
 mod rules;
@@ -27,6 +28,10 @@ mod time;
 
 pub use canary::{CanaryTokenRow, CanaryTriggerRow, HitRecord, NewCanaryToken, NewCanaryTrigger};
 pub use identity::{IdentityChange, IdentityRow};
+pub use intel::{
+    AbuseIpdbIntel, DueAttacker, FeodoIntel, GreyNoiseIntel, IntelRow, IntelScores,
+    ProviderFailure, ProviderRecord, ThreatFoxIntel,
+};
 pub use outbox::{OutboxMessage, PendingMessage};
 pub use probe_relay::{
     NewProbeClaim, PROBE_TERMINAL, ProbeClaim, ProbeFinish, ProbeRelayRow, ProbeRetry,
