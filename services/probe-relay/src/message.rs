@@ -201,8 +201,16 @@ fn has_from(message: &[u8]) -> bool {
 
 /// The bytes to send: CRLF line ends, and `From: <from>` first when the header block has no
 /// `From:` and there is an address to put there.
+///
+/// lettre always writes `CRLF . CRLF` after the bytes it is given, and that first CRLF ends
+/// the last line of the message (RFC 5321 §4.1.1.4). A stored message whose last line already
+/// ends (the decoy keeps every line's end) would arrive with an empty line added, so that one
+/// line end is left to lettre.
 pub(crate) fn prepare(stored: &[u8], from: Option<&str>) -> Vec<u8> {
-    let message = crlf(stored);
+    let mut message = crlf(stored);
+    if message.ends_with(b"\r\n") {
+        message.truncate(message.len() - 2);
+    }
     match from.filter(|f| !f.is_empty()) {
         Some(from) if !has_from(&message) => {
             let mut out = format!("From: {from}\r\n").into_bytes();
@@ -321,7 +329,8 @@ mod tests {
         let stored = b"Subject: hi\nTo: x@y\n\n.leading dot\r\nbody\n";
         assert_eq!(
             prepare(stored, Some("a@b")),
-            b"From: a@b\r\nSubject: hi\r\nTo: x@y\r\n\r\n.leading dot\r\nbody\r\n".to_vec()
+            // The last line end is lettre's to write, with the final dot.
+            b"From: a@b\r\nSubject: hi\r\nTo: x@y\r\n\r\n.leading dot\r\nbody".to_vec()
         );
         let with_from = b"Subject: hi\r\nfrom : someone@else\r\n\r\nbody";
         assert_eq!(prepare(with_from, Some("a@b")), with_from.to_vec());

@@ -280,8 +280,9 @@ impl<'a> Message<'a> {
 
 /// A short message with a From: line.
 pub(crate) fn mail(n: usize) -> Vec<u8> {
+    // Every line ended, as the decoy stores a message.
     format!(
-        "From: spammer@bad.example\r\nTo: probe@inbox.example\r\nSubject: test {n}\r\n\r\nrelay test {n}"
+        "From: spammer@bad.example\r\nTo: probe@inbox.example\r\nSubject: test {n}\r\n\r\nrelay test {n}\r\n"
     )
     .into_bytes()
 }

@@ -363,7 +363,13 @@ async fn data(c: &mut Conn, script: &Mutex<Script>, log: &Mutex<Log>) -> std::io
         helo: c.helo.clone(),
         mail_from: c.mail_from.clone().unwrap_or_default(),
         rcpt: c.rcpt.clone(),
-        data: lines.join(&b"\r\n"[..]),
+        // RFC 5321 §4.1.1.4: the CRLF before the lone dot ends the message's last line.
+        data: lines
+            .iter()
+            .flat_map(|l| [&l[..], b"\r\n"])
+            .flatten()
+            .copied()
+            .collect(),
         tls: c.tls,
         auth_user: c.auth_user.clone(),
         end: end.clone(),
