@@ -21,22 +21,42 @@ fn corpus(name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap()
 }
 
+/// The real tagger on the shipped pack, on SQLite under `dir`, ready.
+struct Tagger {
+    url: String,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), decnet_tagger::TaggerError>>,
+}
+
+impl Tagger {
+    async fn start(nats: &NatsServer, dir: &Path) -> Tagger {
+        let url = format!("sqlite://{}", dir.join("decnet.db").display());
+        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules/ttp");
+        let config = TaggerConfig::new(&nats.url(), &url, Some(rules));
+        let ops = Ops::new();
+        let (stop, shutdown) = watch::channel(false);
+        let task = {
+            let ops = Arc::clone(&ops);
+            tokio::spawn(async move { decnet_tagger::run_with(&config, &ops, shutdown).await })
+        };
+        until("the tagger", 30, async || ops.readiness().0.then_some(())).await;
+        Tagger { url, stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crafted_phishing_and_masquerade_mail_is_tagged_by_the_email_rules() {
     let nats = NatsServer::start().unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", tmp.path().join("decnet.db").display());
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules/ttp");
-    let tagger_config = TaggerConfig::new(&nats.url(), &url, Some(rules));
-    let ops = Ops::new();
-    let (stop, shutdown) = watch::channel(false);
-    let tagger = {
-        let ops = Arc::clone(&ops);
-        tokio::spawn(async move { decnet_tagger::run_with(&tagger_config, &ops, shutdown).await })
-    };
+    let tagger = Tagger::start(&nats, tmp.path()).await;
+    let url = tagger.url.clone();
     let decoy = Decoy::start(config(Mode::Relay, &nats.url(), &tmp.path().join("q"))).await;
     decoy.ready().await;
-    until("the tagger", 30, async || ops.readiness().0.then_some(())).await;
 
     // The envelope sender matches each From domain, so only what the message itself says
     // is a masquerade.
@@ -134,8 +154,7 @@ async fn crafted_phishing_and_masquerade_mail_is_tagged_by_the_email_rules() {
         serde_json::to_string(&tags.iter().map(|t| &t.evidence).collect::<Vec<_>>()).unwrap();
     assert!(!text.contains("Hi Anna"), "{text}");
 
-    let _ = stop.send(true);
-    tagger.await.unwrap().unwrap();
+    tagger.stop().await;
     decoy.stop().await;
 }
 
@@ -143,18 +162,10 @@ async fn crafted_phishing_and_masquerade_mail_is_tagged_by_the_email_rules() {
 async fn a_harvester_login_storm_is_tagged_as_brute_force_and_password_guessing() {
     let nats = NatsServer::start().unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", tmp.path().join("decnet.db").display());
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules/ttp");
-    let tagger_config = TaggerConfig::new(&nats.url(), &url, Some(rules));
-    let ops = Ops::new();
-    let (stop, shutdown) = watch::channel(false);
-    let tagger = {
-        let ops = Arc::clone(&ops);
-        tokio::spawn(async move { decnet_tagger::run_with(&tagger_config, &ops, shutdown).await })
-    };
+    let tagger = Tagger::start(&nats, tmp.path()).await;
+    let url = tagger.url.clone();
     let decoy = Decoy::start(config(Mode::Harvester, &nats.url(), &tmp.path().join("q"))).await;
     decoy.ready().await;
-    until("the tagger", 30, async || ops.readiness().0.then_some(())).await;
 
     let mut c = Client::connect(decoy.addr).await;
     c.line().await;
@@ -217,7 +228,6 @@ async fn a_harvester_login_storm_is_tagged_as_brute_force_and_password_guessing(
     )
     .unwrap();
     assert!(!evidence.contains("letmein"), "{evidence}");
-    let _ = stop.send(true);
-    tagger.await.unwrap().unwrap();
+    tagger.stop().await;
     decoy.stop().await;
 }
