@@ -1,6 +1,7 @@
 //! Command-line definitions and dispatch.
 
 mod canary;
+mod intel;
 mod probe_relay;
 mod publish;
 mod rule_state;
@@ -63,6 +64,9 @@ enum Command {
     /// Delivers the first few probes per attacker and decoy through the operator's upstream
     /// SMTP server, counted in the database.
     ProbeRelay(probe_relay::ProbeRelayArgs),
+    /// The enrich worker: threat-intel verdicts (AbuseIPDB, GreyNoise, Feodo, ThreatFox) for
+    /// every new attacker, within provider quotas, published for the intel rules.
+    Intel(intel::IntelArgs),
     /// Every available service in one process on embedded defaults (SQLite under the data
     /// directory, NATS at the URL or a nats-server child it starts).
     Up(service::UpArgs),
@@ -107,6 +111,7 @@ pub(crate) fn run(cli: Cli) -> ExitCode {
         Command::Canary(args) => canary::run(&args),
         Command::Smtp(args) => smtp::run(&args),
         Command::ProbeRelay(args) => probe_relay::run(&args),
+        Command::Intel(args) => intel::run(&args),
         Command::Up(args) => service::up(&args),
         Command::Publish(args) => publish::run(&args),
         Command::Tail(args) => tail::run(&args),

@@ -373,6 +373,13 @@ pub(crate) fn up(args: &UpArgs) -> ExitCode {
             "DECNET_CANARY_FINGERPRINT_SECRET is not set: fingerprint canaries cannot be minted"
         );
     }
+    let intel = match super::intel::up_config(&args.shared) {
+        Ok(c) => c,
+        Err(e) => {
+            report(&format!("decnet up: intel: {e}"));
+            return ExitCode::from(EXIT_UNUSABLE);
+        }
+    };
     let probe_relay = match super::probe_relay::up_config(&args.shared) {
         Ok(c) => c,
         Err(e) => {
@@ -403,6 +410,7 @@ pub(crate) fn up(args: &UpArgs) -> ExitCode {
                 tagger_service(tagger, Arc::clone(&ops), shutdown.clone()),
                 canary_service(canary, Arc::clone(&ops), shutdown.clone()),
                 super::smtp::smtp_service(smtp, Arc::clone(&ops), shutdown.clone()),
+                super::intel::service(intel, Arc::clone(&ops), shutdown.clone()),
             ];
             if let Some(config) = probe_relay {
                 services.push(super::probe_relay::service(config, ops, shutdown));
