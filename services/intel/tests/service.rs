@@ -665,3 +665,77 @@ impl std::io::Write for LogWriter {
         Ok(())
     }
 }
+
+#[tokio::test]
+async fn failed_and_429_requests_count_toward_the_quota_which_holds_across_a_restart() {
+    let world = World::new().await;
+    let mut config = world.config();
+    config.abuseipdb.daily_quota = Some(3);
+    let ips = ["203.0.113.31", "203.0.113.32", "203.0.113.33"];
+    world
+        .mock
+        .queue("abuseipdb", Reply::TooMany(Some("1".into())));
+    let intel = world.start(config.clone()).await;
+    world.observe(ips[0], 0).await;
+    let first = world
+        .row_when(ips[0], |r| !r.providers_failed.is_empty())
+        .await;
+    assert_eq!(first.providers_failed[0].error, "HTTP 429");
+    world.clock.advance(TimeDelta::seconds(2));
+    world.observe(ips[1], 0).await;
+    world
+        .row_when(ips[1], |r| r.abuseipdb.score.is_some())
+        .await;
+    intel.stop().await;
+    let day = start_time().date_naive();
+    assert_eq!(
+        world.db.intel_quota_used("abuseipdb", day).await.unwrap(),
+        2
+    );
+
+    // Same day, new process: its first timer run redoes the 429'd lookup with the last
+    // request of the quota, and the next attacker finds the quota spent.
+    let intel = world.start(config).await;
+    world
+        .row_when(ips[0], |r| r.abuseipdb.score.is_some())
+        .await;
+    world.observe(ips[2], 0).await;
+    let last = world
+        .row_when(ips[2], |r| !r.providers_skipped.is_empty())
+        .await;
+    intel.stop().await;
+    assert_eq!(last.providers_skipped, vec!["abuseipdb"]);
+    let reset = Utc.with_ymd_and_hms(2026, 12, 5, 0, 0, 0).unwrap();
+    assert_eq!(last.abuseipdb_record.retry_at, Some(reset));
+    assert_eq!(
+        world.db.intel_quota_used("abuseipdb", day).await.unwrap(),
+        3
+    );
+    let asked: Vec<String> = world
+        .mock
+        .to("abuseipdb")
+        .into_iter()
+        .map(|r| r.ip)
+        .collect();
+    assert_eq!(asked, vec![ips[0], ips[1], ips[0]]);
+}
+
+#[tokio::test]
+async fn disabled_it_consumes_and_acknowledges_without_calling_out() {
+    let world = World::new().await;
+    let mut config = world.config();
+    config.enabled = false;
+    let intel = world.start(config).await;
+    world.observe(A, 0).await;
+    world.observe(B, 0).await;
+    let stream = world.js.get_stream("EVENTS").await.unwrap();
+    until("both sightings acknowledged", async || {
+        let info = stream.consumer_info("intel").await.ok()?;
+        let settled = info.delivered.stream_sequence >= 2 && info.num_ack_pending == 0;
+        settled.then_some(())
+    })
+    .await;
+    intel.stop().await;
+    assert!(world.mock.requests().is_empty());
+    assert_eq!(world.db.attacker_intel(uuid_of(A)).await.unwrap(), None);
+}
