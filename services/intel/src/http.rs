@@ -133,6 +133,9 @@ impl HttpClient {
         let target = uri
             .path_and_query()
             .map_or_else(|| "/".to_owned(), ToString::to_string);
+        if https && self.tls.is_none() {
+            return Err(HttpError::NoRoots);
+        }
         let request = self.build(&req, &authority, &target)?;
         let limit = req.limit;
         let exchange = async {
@@ -219,4 +222,97 @@ where
         retry_after,
         body,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A one-shot server that reads a request and writes `answer` (or nothing).
+    async fn server(answer: Option<&'static str>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            match answer {
+                Some(a) => {
+                    let _ = s.write_all(a.as_bytes()).await;
+                }
+                None => tokio::time::sleep(Duration::from_secs(5)).await,
+            }
+        });
+        format!("http://{addr}/x?y=1")
+    }
+
+    fn get(url: String, limit: usize) -> Request<'static> {
+        Request {
+            method: http::Method::GET,
+            url,
+            headers: vec![("Key", "s3cret")],
+            json_body: None,
+            timeout: Duration::from_millis(300),
+            limit,
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_are_read_whole_and_redirects_are_not_followed() {
+        let client = HttpClient::new("decnet-intel/test", false);
+        let url = server(Some(
+            "HTTP/1.1 302 Found\r\nLocation: http://192.0.2.1/\r\nRetry-After: 7\r\n\
+             Content-Length: 2\r\n\r\nok",
+        ))
+        .await;
+        let r = client.send(get(url, 1024)).await.unwrap();
+        assert_eq!((r.status, r.retry_after.as_deref()), (302, Some("7")));
+        assert_eq!(&r.body[..], b"ok");
+    }
+
+    #[tokio::test]
+    async fn oversized_silent_and_unreachable_answers_are_errors_that_name_no_secret() {
+        let client = HttpClient::new("decnet-intel/test", false);
+        let url = server(Some(
+            "HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n01234567890123456789",
+        ))
+        .await;
+        let e = client.send(get(url, 10)).await.unwrap_err();
+        assert_eq!(e.to_string(), "the answer is larger than 10 bytes");
+        let url = server(None).await;
+        let e = client.send(get(url, 10)).await.unwrap_err();
+        assert_eq!(e.to_string(), "timed out");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = client
+            .send(get(format!("http://127.0.0.1:{port}/"), 10))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().starts_with("connecting failed: "), "{e}");
+        assert!(!e.to_string().contains("s3cret") && !e.to_string().contains("127.0.0.1"));
+        let e = client
+            .send(get("https://127.0.0.1:1/".into(), 10))
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "no TLS roots are available");
+        let mut bad = get("http://127.0.0.1:1/".into(), 10);
+        bad.headers = vec![("Key", "line\nbreak")];
+        assert_eq!(
+            client.send(bad).await.unwrap_err().to_string(),
+            "a request header is not valid HTTP"
+        );
+        assert_eq!(
+            client
+                .send(get("ftp://example.org/".into(), 10))
+                .await
+                .unwrap_err()
+                .to_string(),
+            "unusable URL"
+        );
+    }
 }
