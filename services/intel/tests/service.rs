@@ -500,9 +500,24 @@ async fn a_429_with_retry_after_2_pauses_that_provider_for_2_seconds() {
 #[tokio::test]
 async fn a_daily_quota_of_n_lets_exactly_n_abuseipdb_requests_out_and_the_rest_complete_after_the_reset_across_a_restart()
  {
+    quota_over_a_reset(World::new().await).await;
+}
+
+#[tokio::test]
+async fn the_daily_quota_holds_the_same_way_on_postgresql() {
+    let Some(pg) = decnet_test_support::FreshPostgres::create("the PostgreSQL quota test").await
+    else {
+        return;
+    };
+    let world = World::with_database(tempfile::tempdir().unwrap(), pg.url.clone()).await;
+    quota_over_a_reset(world).await;
+    pg.remove().await;
+}
+
+/// N + 10 attackers with a daily quota of N, then a new process after the reset.
+async fn quota_over_a_reset(world: World) {
     // At least 10, so the deferred lookups all fit in the next day's quota.
     const N: i64 = 12;
-    let world = World::new().await;
     let mut config = world.config();
     config.abuseipdb.daily_quota = Some(N);
     let ips: Vec<String> = (1..=N + 10).map(|i| format!("203.0.113.{i}")).collect();
