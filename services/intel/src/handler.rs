@@ -81,3 +81,38 @@ impl Consumer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_retried_and_a_refused_row_is_dead_lettered() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("postgres://decnet@127.0.0.1:{port}/decnet");
+        let quick = decnet_storage::Options {
+            max_connections: 1,
+            acquire_timeout: Duration::from_millis(200),
+        };
+        let away = decnet_storage::Database::connect(&url, &quick)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(storage_outcome(&away), Outcome::Transient(_)),
+            "{away:?}"
+        );
+        let refused = StorageError::Constraint("CHECK constraint failed: abuseipdb_score".into());
+        assert_eq!(
+            storage_outcome(&refused),
+            Outcome::Poison(Poison {
+                code: "constraint_violation",
+                detail: "the schema refused the row: CHECK constraint failed: abuseipdb_score"
+                    .into(),
+            })
+        );
+    }
+}
