@@ -754,3 +754,42 @@ async fn disabled_it_consumes_and_acknowledges_without_calling_out() {
     assert!(world.mock.requests().is_empty());
     assert_eq!(world.db.attacker_intel(uuid_of(A)).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn a_database_outage_naks_and_the_lookup_completes_once_it_is_back() {
+    let Some(pg) = decnet_test_support::FreshPostgres::create("the database outage test").await
+    else {
+        return;
+    };
+    let server = pg.authority.rsplit('@').next().unwrap().to_owned();
+    let proxy = decnet_test_support::TcpProxy::start(server.parse().unwrap()).unwrap();
+    let url = pg
+        .url
+        .replace(&server, &format!("127.0.0.1:{}", proxy.port()));
+    let world = World::with_database(tempfile::tempdir().unwrap(), url).await;
+    let intel = world.start(world.config()).await;
+
+    proxy.cut();
+    world.observe(A, 0).await;
+    let stream = world.js.get_stream("EVENTS").await.unwrap();
+    until("a redelivery", async || {
+        let info = stream.consumer_info("intel").await.ok()?;
+        (info.delivered.consumer_sequence >= 2).then_some(())
+    })
+    .await;
+    assert!(
+        world.mock.requests().is_empty(),
+        "nothing asked while the row cannot be read"
+    );
+    proxy.restore();
+    let row = world.row_when(A, |r| r.providers_ok.len() == 4).await;
+    intel.stop().await;
+    assert_eq!(row.attacker_ip, A);
+    assert!(world.messages("DLQ", "decnet.dlq.intel").await.is_empty());
+    assert_eq!(
+        world.mock.requests().iter().filter(|r| r.ip == A).count(),
+        3
+    );
+    world.db.close().await;
+    pg.remove().await;
+}
