@@ -8,12 +8,16 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::TimeDelta;
+use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use crate::lookup::Enricher;
 
 /// Retries taken per run; the rest wait for the next run.
 const RETRIES_PER_RUN: i64 = 1000;
+
+/// Lookups of one run in progress at once.
+const LOOKUPS_AT_ONCE: usize = 16;
 
 /// Run until `shutdown` turns true.
 pub(crate) async fn run(enricher: Arc<Enricher>, mut shutdown: watch::Receiver<bool>) {
@@ -61,14 +65,18 @@ pub(crate) async fn tick(e: &Enricher) {
         return;
     }
     tracing::debug!(lookups = due.len(), "refresh timer run");
+    // Bounded, so a thousand due retries do not queue a thousand lookups on the pool at once;
+    // the limiters pace the requests anyway.
     let lookups = due
-        .iter()
-        .map(|d| e.enrich(d.attacker_uuid, &d.attacker_ip));
-    let failed = futures_util::future::join_all(lookups)
-        .await
         .into_iter()
-        .filter_map(Result::err)
-        .collect::<Vec<_>>();
+        .map(|d| async move { e.enrich(d.attacker_uuid, &d.attacker_ip).await });
+    let mut results = futures_util::stream::iter(lookups).buffer_unordered(LOOKUPS_AT_ONCE);
+    let mut failed = Vec::new();
+    while let Some(result) = results.next().await {
+        if let Err(error) = result {
+            failed.push(error);
+        }
+    }
     if let Some(error) = failed.first() {
         tracing::warn!(failed = failed.len(), %error, "refresh lookups failed; they are retried on the next run");
     }

@@ -79,8 +79,13 @@ pub(crate) fn merge(row: &mut IntelRow, outcomes: &[(Provider, Outcome)], m: &Me
                 row.providers_ok.push(p.name().to_owned());
             }
             Outcome::Failed { error, pause_until } => {
+                let rec = record_mut(row, *p);
                 if let Some(until) = pause_until {
-                    record_mut(row, *p).retry_at = Some(*until);
+                    rec.retry_at = Some(*until);
+                } else if rec.retry_at.is_some_and(|t| t <= m.now) {
+                    // A retry that failed waits like a failed lookup; left in the past, the
+                    // timer would ask again every run and spend the quota on it.
+                    rec.retry_at = Some(m.now + m.failure_retry);
                 }
                 row.providers_failed.push(ProviderFailure {
                     provider: p.name().to_owned(),
@@ -488,6 +493,20 @@ mod tests {
         assert_eq!((row.abuseipdb_record.retry_at, row.retry_at), (None, None));
         assert_eq!(row.expires_at, Some(now() + TimeDelta::hours(24)));
         assert_eq!(row.abuseipdb_record.queried_at, Some(tomorrow));
+    }
+
+    #[test]
+    fn a_retry_that_fails_waits_15_minutes_instead_of_every_timer_run() {
+        let mut row = fresh();
+        let reset = now() - TimeDelta::minutes(1);
+        row.abuseipdb_record.retry_at = Some(reset);
+        let retry = merge_at(false);
+        assert!(!merge(&mut row, &[(Provider::AbuseIpdb, failed())], &retry));
+        let later = now() + TimeDelta::minutes(15);
+        assert_eq!(
+            (row.abuseipdb_record.retry_at, row.retry_at),
+            (Some(later), Some(later))
+        );
     }
 
     #[test]

@@ -439,10 +439,16 @@ async fn requests_to_one_provider_are_spaced_by_its_interval() {
     let mut at: Vec<_> = world.mock.to("greynoise").iter().map(|r| r.at).collect();
     at.sort();
     assert_eq!(at.len(), 5);
+    // Starts are spaced exactly; arrivals carry each connection's own latency, so single
+    // gaps may shrink by that jitter while the whole run cannot.
     let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
     for gap in &gaps {
-        assert!(*gap >= Duration::from_millis(290), "gaps {gaps:?}");
+        assert!(*gap >= Duration::from_millis(200), "gaps {gaps:?}");
     }
+    assert!(
+        at[4] - at[0] >= Duration::from_millis(1150),
+        "gaps {gaps:?}"
+    );
     // AbuseIPDB, with no interval configured here, is not held back by GreyNoise's.
     let mut abuse_at: Vec<_> = world.mock.to("abuseipdb").iter().map(|r| r.at).collect();
     abuse_at.sort();
