@@ -17,6 +17,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+mod api;
 mod canary;
 mod identity;
 mod intel;
@@ -26,6 +27,7 @@ mod rules;
 mod tags;
 mod time;
 
+pub use api::{TagCursor, TagFilter, TagScope, TechniqueCount};
 pub use canary::{CanaryTokenRow, CanaryTriggerRow, HitRecord, NewCanaryToken, NewCanaryTrigger};
 pub use identity::{IdentityChange, IdentityRow};
 pub use intel::{
