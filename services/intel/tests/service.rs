@@ -456,6 +456,9 @@ async fn requests_to_one_provider_are_spaced_by_its_interval() {
         abuse_at[4] - abuse_at[0] < Duration::from_millis(600),
         "{abuse_at:?}"
     );
+    // Five lookups, one blocklist download: Feodo is matched locally, never asked per attacker.
+    let feed = world.mock.to("feodo");
+    assert_eq!((feed.len(), feed[0].query.as_deref()), (1, None));
 }
 
 #[tokio::test]
