@@ -1,5 +1,6 @@
 //! Command-line definitions and dispatch.
 
+mod api;
 mod canary;
 mod intel;
 mod probe_relay;
@@ -67,6 +68,12 @@ enum Command {
     /// The enrich worker: threat-intel verdicts (AbuseIPDB, GreyNoise, Feodo, ThreatFox) for
     /// every new attacker, within provider quotas, published for the intel rules.
     Intel(intel::IntelArgs),
+    /// The REST API: technique rollups, tags, Navigator layers and rule state over HTTP
+    /// (JWT bearer tokens; DECNET_JWT_SECRET or DECNET_JWT_SECRET_FILE is required).
+    Api(api::ApiArgs),
+    /// Bearer tokens for the REST API.
+    #[command(subcommand)]
+    Token(api::TokenCommand),
     /// Every available service in one process on embedded defaults (SQLite under the data
     /// directory, NATS at the URL or a nats-server child it starts).
     Up(service::UpArgs),
@@ -112,6 +119,8 @@ pub(crate) fn run(cli: Cli) -> ExitCode {
         Command::Smtp(args) => smtp::run(&args),
         Command::ProbeRelay(args) => probe_relay::run(&args),
         Command::Intel(args) => intel::run(&args),
+        Command::Api(args) => api::run(&args),
+        Command::Token(api::TokenCommand::Issue(args)) => api::issue(&args),
         Command::Up(args) => service::up(&args),
         Command::Publish(args) => publish::run(&args),
         Command::Tail(args) => tail::run(&args),

@@ -119,6 +119,9 @@ pub(crate) struct UpArgs {
     /// The SMTP decoy's mode: `harvester` or `relay`.
     #[arg(long, env = "DECNET_SMTP_MODE", default_value = "harvester")]
     smtp_mode: decnet_smtp::Mode,
+    /// The REST API's listener and token issuer.
+    #[command(flatten)]
+    api: super::api::ApiOptions,
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -387,6 +390,13 @@ pub(crate) fn up(args: &UpArgs) -> ExitCode {
             return ExitCode::from(EXIT_UNUSABLE);
         }
     };
+    let api = match super::api::up_config(&args.shared, &args.api) {
+        Ok(c) => c,
+        Err(e) => {
+            report(&format!("decnet up: api: {e}"));
+            return ExitCode::from(EXIT_UNUSABLE);
+        }
+    };
     let beacon = canary.http_listen;
     report(&format!(
         "decnet up: rule store watching {}, a tagger following it, the canary beacon on {beacon} and the SMTP decoy ({}) on {}, on {}, data in {}; health and metrics on http://{}",
@@ -411,6 +421,7 @@ pub(crate) fn up(args: &UpArgs) -> ExitCode {
                 canary_service(canary, Arc::clone(&ops), shutdown.clone()),
                 super::smtp::smtp_service(smtp, Arc::clone(&ops), shutdown.clone()),
                 super::intel::service(intel, Arc::clone(&ops), shutdown.clone()),
+                super::api::service(api, Arc::clone(&ops), shutdown.clone()),
             ];
             if let Some(config) = probe_relay {
                 services.push(super::probe_relay::service(config, ops, shutdown));
