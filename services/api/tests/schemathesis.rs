@@ -74,8 +74,12 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         .unwrap();
     let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });
 
+    let work = dir.path().to_path_buf();
     let output = tokio::task::spawn_blocking(move || {
+        // Schemathesis keeps a cache in its working directory: the temporary one, not the
+        // source tree.
         Command::new(cli)
+            .current_dir(work)
             .arg("run")
             .arg(format!("http://127.0.0.1:{port}/api/v1/openapi.json"))
             .args(["--checks", "not_a_server_error,response_schema_conformance"])
