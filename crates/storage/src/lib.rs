@@ -27,7 +27,7 @@ mod rules;
 mod tags;
 mod time;
 
-pub use api::{TagCursor, TagFilter, TagScope, TechniqueCount};
+pub use api::{TagCursor, TagFilter, TagScope, TechniqueCount, TokenFilter};
 pub use canary::{CanaryTokenRow, CanaryTriggerRow, HitRecord, NewCanaryToken, NewCanaryTrigger};
 pub use identity::{IdentityChange, IdentityRow};
 pub use intel::{
