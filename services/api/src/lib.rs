@@ -8,6 +8,7 @@
 //! live in their own module.
 
 pub mod auth;
+pub mod canary;
 pub mod error;
 mod health;
 pub mod metrics;
@@ -46,6 +47,8 @@ pub struct ApiConfig {
     pub verifier: Verifier,
     /// How long an owner has to answer a control request (EVENTS.md §7: 2 s).
     pub owner_timeout: Duration,
+    /// Where canary callbacks are reached, for admins' token views.
+    pub canary: canary::CanaryView,
 }
 
 impl ApiConfig {
@@ -57,6 +60,7 @@ impl ApiConfig {
             database_url: database_url.to_owned(),
             verifier,
             owner_timeout: decnet_proto::control::REPLY_TIMEOUT,
+            canary: canary::CanaryView::default(),
         }
     }
 }
@@ -94,6 +98,8 @@ pub struct AppState {
     pub metrics: metrics::ApiMetrics,
     /// The process's metrics registry, rendered by `/metrics`.
     pub ops: Arc<Ops>,
+    /// Where canary callbacks are reached.
+    pub canary: canary::CanaryView,
     /// Parsed rule definitions, by sha256.
     pub(crate) rule_cache: rules::RuleCache,
 }
@@ -120,6 +126,7 @@ impl AppState {
             owner_timeout: decnet_proto::control::REPLY_TIMEOUT,
             metrics,
             ops,
+            canary: canary::CanaryView::default(),
             rule_cache: rules::RuleCache::default(),
         })
     }
@@ -149,9 +156,9 @@ pub async fn run_with(
         nats,
         Arc::clone(ops),
     );
-    Arc::get_mut(&mut state)
-        .expect("the state is not shared yet")
-        .owner_timeout = config.owner_timeout;
+    let unshared = Arc::get_mut(&mut state).expect("the state is not shared yet");
+    unshared.owner_timeout = config.owner_timeout;
+    unshared.canary = config.canary.clone();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| ApiRunError::Listen {

@@ -40,12 +40,13 @@ pub fn document() -> Value {
         "info": {
             "title": "decnet API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Technique rollups, tag details, ATT&CK Navigator layers and rule state of a deception network's intelligence plane.",
+            "description": "Technique rollups, tag details, ATT&CK Navigator layers, rule state and canary tokens of a deception network's intelligence plane.",
         },
         "tags": [
             {"name": "ttp", "description": "Technique rollups, tags and groups"},
             {"name": "rules", "description": "The rule catalogue and operational state"},
             {"name": "navigator", "description": "ATT&CK Navigator 4.5 layers"},
+            {"name": "canary", "description": "Canary tokens, their artifacts and hits"},
             {"name": "ops", "description": "Health, readiness, metrics and this document"},
         ],
         "paths": paths,

@@ -176,7 +176,7 @@ async fn every_operation_refuses_missing_bad_and_underprivileged_tokens() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 15, "every protected operation");
+    assert_eq!(checked, 23, "every protected operation");
     for public in ["/healthz", "/metrics", "/api/v1/openapi.json"] {
         let (status, _, _) = call(&app, Method::GET, public, None, None).await;
         assert_eq!(status, StatusCode::OK, "{public}");
