@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use decnet_api::canary::CanaryView;
 use decnet_api::{ApiConfig, Role, Secret, Verifier};
 use decnet_ops::Ops;
 use tokio::sync::watch;
@@ -43,6 +44,16 @@ pub(crate) struct ApiArgs {
     shared: Shared,
     #[command(flatten)]
     api: ApiOptions,
+    /// Base of the canary beacon's URLs, shown to admins in token views.
+    #[arg(
+        long = "canary-http-base",
+        env = "DECNET_CANARY_HTTP_BASE",
+        default_value = "http://localhost:8088"
+    )]
+    canary_http_base: String,
+    /// Zone of the canary DNS channel, shown to admins in DNS token views.
+    #[arg(long = "canary-dns-zone", env = "DECNET_CANARY_DNS_ZONE")]
+    canary_dns_zone: Option<String>,
 }
 
 /// `decnet token`.
@@ -143,13 +154,15 @@ pub(crate) fn issue(args: &IssueArgs) -> ExitCode {
     }
 }
 
-fn config(shared: &Shared, api: &ApiOptions, secret: Secret) -> ApiConfig {
-    ApiConfig::new(
+fn config(shared: &Shared, api: &ApiOptions, secret: Secret, canary: CanaryView) -> ApiConfig {
+    let mut config = ApiConfig::new(
         api.listen,
         &shared.nats_url,
         &shared.database_url(),
         Verifier::new(secret, api.issuer.clone()),
-    )
+    );
+    config.canary = canary;
+    config
 }
 
 pub(crate) fn run(args: &ApiArgs) -> ExitCode {
@@ -160,7 +173,11 @@ pub(crate) fn run(args: &ApiArgs) -> ExitCode {
             return ExitCode::from(EXIT_UNUSABLE);
         }
     };
-    let config = config(&args.shared, &args.api, secret);
+    let canary = CanaryView {
+        http_base: Some(args.canary_http_base.trim_end_matches('/').to_owned()),
+        dns_zone: args.canary_dns_zone.clone().filter(|z| !z.is_empty()),
+    };
+    let config = config(&args.shared, &args.api, secret, canary);
     // The API serves /healthz, /readyz and /metrics on its own listener (ARCHITECTURE.md), so
     // the generic ops listener is bound to an ephemeral loopback port nobody needs to know.
     run_services(
@@ -187,10 +204,19 @@ pub(crate) fn service<'a>(
 }
 
 /// For `decnet up`: the configured key, or a development key kept at
-/// `<data>/api/dev-jwt.key` (mode 0600, reused on later starts) with one admin token printed.
-pub(crate) fn up_config(shared: &Shared, api: &ApiOptions) -> Result<ApiConfig, String> {
+/// `<data>/api/dev-jwt.key` (mode 0600, reused on later starts) with one admin token printed;
+/// token views show the in-process canary service's callbacks.
+pub(crate) fn up_config(
+    shared: &Shared,
+    api: &ApiOptions,
+    canary: &decnet_canary::CanaryConfig,
+) -> Result<ApiConfig, String> {
+    let view = CanaryView {
+        http_base: Some(canary.http_base.clone()),
+        dns_zone: canary.dns_zone.clone(),
+    };
     if let Some(secret) = configured_secret()? {
-        return Ok(config(shared, api, secret));
+        return Ok(config(shared, api, secret, view));
     }
     let path = shared.data_dir.join("api").join("dev-jwt.key");
     let secret = dev_key(&path)?;
@@ -211,7 +237,7 @@ pub(crate) fn up_config(shared: &Shared, api: &ApiOptions) -> Result<ApiConfig, 
         api.listen,
         path.display()
     ));
-    Ok(config(shared, api, secret))
+    Ok(config(shared, api, secret, view))
 }
 
 fn dev_key(path: &Path) -> Result<Secret, String> {

@@ -390,7 +390,7 @@ pub(crate) fn up(args: &UpArgs) -> ExitCode {
             return ExitCode::from(EXIT_UNUSABLE);
         }
     };
-    let api = match super::api::up_config(&args.shared, &args.api) {
+    let api = match super::api::up_config(&args.shared, &args.api, &canary) {
         Ok(c) => c,
         Err(e) => {
             report(&format!("decnet up: api: {e}"));
