@@ -145,7 +145,7 @@ fn send(port: u16, from: &str, to: &str, message: &str) -> String {
     };
     assert!(reply().starts_with("220 "));
     for cmd in [
-        format!("HELO spammer"),
+        "HELO spammer".to_owned(),
         format!("MAIL FROM:<{from}>"),
         format!("RCPT TO:<{to}>"),
         "DATA".to_owned(),
