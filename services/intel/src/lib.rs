@@ -19,7 +19,7 @@ use decnet_ops::{Health, Ops, Readiness};
 use decnet_storage::{Database, Options};
 use tokio::sync::{Notify, watch};
 
-pub mod clock;
+pub use decnet_clock as clock;
 mod config;
 mod handler;
 mod http;

@@ -28,7 +28,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
-pub mod clock;
+pub use decnet_clock as clock;
 pub mod definitions;
 mod metrics;
 pub mod states;

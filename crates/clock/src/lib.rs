@@ -1,8 +1,7 @@
-//! The service's clock: quota days, row expiry, 429 pauses, the Feodo feed's age and the
-//! refresh timer read time through it, so tests advance time instead of sleeping
-//! (ARCHITECTURE.md, Configuration). The spacing between requests is the one wait that uses
-//! tokio's timer instead: it is short, and it is about the pace of this process, not the
-//! calendar.
+//! The services' clock: every calendar wait of a service (rule-state expiry, intel quota days,
+//! row expiry, 429 pauses, the Feodo feed's age) reads time through [`Clock`], so tests
+//! advance a [`ManualClock`] instead of sleeping (ARCHITECTURE.md, Configuration). Short waits
+//! about the pace of one process (the spacing between two requests) use tokio's timer.
 
 use std::future::Future;
 use std::pin::Pin;
