@@ -76,6 +76,7 @@ fn up_starts_every_service_on_a_fresh_data_directory_and_stops_on_sigterm() {
         "tagger: ready",
         "canary: ready",
         "smtp: ready",
+        "intel: ready",
     ] {
         assert!(ready.contains(line), "{line} in {ready:?}");
     }
