@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,13 @@ fn get(port: u16, path: &str) -> Option<String> {
 #[test]
 fn up_starts_every_service_on_a_fresh_data_directory_and_stops_on_sigterm() {
     let tmp = TempDir::new().unwrap();
-    let (ops, beacon, nats, smtp) = (free_port(), free_port(), free_port(), free_port());
+    let (ops, beacon, nats, smtp, api) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
     let mut up = Command::new(env!("CARGO_BIN_EXE_decnet"))
         .arg("up")
         .arg("--data-dir")
@@ -39,6 +46,8 @@ fn up_starts_every_service_on_a_fresh_data_directory_and_stops_on_sigterm() {
         .args(["--ops-listen", &format!("127.0.0.1:{ops}")])
         .args(["--http-listen", &format!("127.0.0.1:{beacon}")])
         .args(["--smtp-listen", &format!("127.0.0.1:{smtp}")])
+        .args(["--api-listen", &format!("127.0.0.1:{api}")])
+        .env_remove("DECNET_JWT_SECRET")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("DECNET_DATABASE_URL")
         .stdout(Stdio::null())
@@ -77,6 +86,7 @@ fn up_starts_every_service_on_a_fresh_data_directory_and_stops_on_sigterm() {
         "canary: ready",
         "smtp: ready",
         "intel: ready",
+        "api: ready",
     ] {
         assert!(ready.contains(line), "{line} in {ready:?}");
     }
@@ -90,6 +100,14 @@ fn up_starts_every_service_on_a_fresh_data_directory_and_stops_on_sigterm() {
     decoy
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
+    // The API answers on its own listener, with the development key `up` made.
+    let health = get(api, "/healthz").unwrap();
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let key = tmp.path().join("data/api/dev-jwt.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let expected = b"220 decoy-01 ESMTP Postfix (Debian/GNU)\r\n";
     let mut greeting = vec![0u8; expected.len()];
     decoy.read_exact(&mut greeting).unwrap();

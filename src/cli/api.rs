@@ -25,9 +25,10 @@ const SECRET_FILE_VAR: &str = "DECNET_JWT_SECRET_FILE";
 /// Options of the API's listener and tokens.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ApiOptions {
-    /// Where the API listens.
+    /// Where the API listens (`--listen` too, as ARCHITECTURE.md names it for `decnet api`).
     #[arg(
         long = "api-listen",
+        alias = "listen",
         env = "DECNET_API_LISTEN",
         default_value = "127.0.0.1:8080"
     )]

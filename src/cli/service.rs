@@ -308,7 +308,16 @@ fn start_nats(binary: &Path, url: &str, data_dir: &Path) -> Result<Child, String
     std::fs::create_dir_all(&store).map_err(|e| format!("{}: {e}", store.display()))?;
     // The server's own log goes to a file beside its store, not over ours.
     let log = data_dir.join("nats-server.log");
+    // JetStream reserves each stream's byte limit (18 GiB in all) against its file store,
+    // which defaults to 75% of the disk's free space at start: on a laptop with less than
+    // 24 GiB free every stream would be refused. The streams' own limits and ages bound
+    // what is kept; the store limit is set so the reservation fits.
+    let config = data_dir.join("nats-server.conf");
+    std::fs::write(&config, "jetstream {\n  max_file_store: 1099511627776\n}\n")
+        .map_err(|e| format!("{}: {e}", config.display()))?;
     let child = Command::new(binary)
+        .arg("-c")
+        .arg(&config)
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(&store)
         .arg("-l")

@@ -21,6 +21,9 @@ const CANDIDATES: [&str; 3] = [
     "/usr/local/bin/nats-server",
 ];
 
+/// The server configuration every test server starts with (see `spawn`).
+const JETSTREAM_CONFIG: &str = "jetstream {\n  max_file_store: 1099511627776\n}\n";
+
 /// A running `nats-server` owned by one test.
 #[derive(Debug)]
 pub struct NatsServer {
@@ -123,12 +126,20 @@ impl NatsServer {
 
     fn spawn(&mut self) -> Result<(), StartError> {
         let mut command = Command::new(&self.binary);
-        if let Some(config) = &self.config {
-            let file = self.store.path().join("extra.conf");
-            std::fs::write(&file, config)
-                .map_err(|e| StartError(format!("{}: {e}", file.display())))?;
-            command.arg("-c").arg(file);
+        // JetStream reserves every stream's byte limit against its file store, which
+        // defaults to 75% of the disk's free space when the server starts: the streams'
+        // 18 GiB of limits then fail with "insufficient storage resources" on a disk with
+        // less than 24 GiB free, as a CI machine with two build trees can be. Tests store
+        // kilobytes; the limit is set far above any disk so the reservation always fits.
+        let mut config = JETSTREAM_CONFIG.to_owned();
+        if let Some(extra) = &self.config {
+            config.push_str(extra);
+            config.push('\n');
         }
+        let file = self.store.path().join("server.conf");
+        std::fs::write(&file, config)
+            .map_err(|e| StartError(format!("{}: {e}", file.display())))?;
+        command.arg("-c").arg(file);
         let child = command
             .args([
                 "-a",
