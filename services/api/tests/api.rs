@@ -616,6 +616,25 @@ async fn rule_state_round_trips_through_the_rule_store() {
     .await;
     assert_eq!(disabled.as_array().unwrap().len(), 1);
 
+    // The state survives a restart of the rule store and of the API (API.md §13.3).
+    store.stop().await;
+    drop(app);
+    let store = Store::start(&nats.url(), &url, dir.path()).await;
+    let (db, _) = sqlite(dir.path()).await;
+    let app = self::app(db, &nats.url());
+    let (_, _, rule) = call(
+        &app,
+        Method::GET,
+        "/api/v1/ttp/rules/R0001",
+        Some(&viewer),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (&rule["state"], &rule["set_by"], &rule["set_at"]),
+        (&json!("disabled"), &json!("ana@soc"), &set["set_at"])
+    );
+
     let (status, _, cleared) = call(&app, Method::DELETE, state, Some(&admin), None).await;
     assert_eq!(status, StatusCode::OK, "{cleared}");
     assert_eq!(
