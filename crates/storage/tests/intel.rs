@@ -6,15 +6,15 @@
 //! PostgreSQL halves use `DECNET_TEST_DATABASE_URL` and a fresh database per test; without
 //! the variable they say they were skipped.
 
-use std::future::Future;
+mod common;
+
+use common::on_both;
 
 use chrono::{DateTime, NaiveDate, TimeDelta, TimeZone, Utc};
 use decnet_storage::{
     AbuseIpdbIntel, AttackerSighting, Database, DueAttacker, FeodoIntel, GreyNoiseIntel, IntelRow,
-    IntelScores, Options, OutboxMessage, ProviderFailure, ProviderRecord, StorageError,
-    ThreatFoxIntel,
+    IntelScores, OutboxMessage, ProviderFailure, ProviderRecord, StorageError, ThreatFoxIntel,
 };
-use decnet_test_support::FreshPostgres;
 use uuid::Uuid;
 
 const SERVICE: &str = "intel";
@@ -107,32 +107,6 @@ async fn staged(db: &Database) -> Vec<(String, String)> {
         .into_iter()
         .map(|p| (p.message.msg_id, String::from_utf8(p.message.body).unwrap()))
         .collect()
-}
-
-/// Run `body` on SQLite, then on PostgreSQL when configured.
-async fn on_both<F, Fut>(body: F)
-where
-    F: Fn(Database) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("decnet.db").display());
-    let db = Database::connect(&url, &Options::default()).await.unwrap();
-    body(db.clone()).await;
-    db.close().await;
-
-    let Some(pg) = FreshPostgres::create("the PostgreSQL half of this test").await else {
-        return;
-    };
-    let db = Database::connect(&pg.url, &Options::default())
-        .await
-        .unwrap();
-    let outcome = tokio::spawn(body(db.clone())).await;
-    db.close().await;
-    pg.remove().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic.into_panic());
-    }
 }
 
 #[tokio::test]

@@ -4,16 +4,18 @@
 //! PostgreSQL halves use `DECNET_TEST_DATABASE_URL` and a fresh database per test; without
 //! the variable they say they were skipped.
 
+mod common;
+
+use common::on_both;
+
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use decnet_storage::{
-    Database, NewProbeClaim, Options, OutboxMessage, ProbeClaim, ProbeFinish, ProbeRelayRow,
-    ProbeRetry, StorageError,
+    Database, NewProbeClaim, OutboxMessage, ProbeClaim, ProbeFinish, ProbeRelayRow, ProbeRetry,
+    StorageError,
 };
-use decnet_test_support::FreshPostgres;
 use uuid::Uuid;
 
 const SERVICE: &str = "probe-relay";
@@ -103,32 +105,6 @@ fn finish<'a>(
         smtp_code: Some(250),
         smtp_reply: Some("2.0.0 Ok: queued"),
         tls: Some("starttls"),
-    }
-}
-
-/// Run `body` on SQLite, then on PostgreSQL when configured.
-async fn on_both<F, Fut>(body: F)
-where
-    F: Fn(Database) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("decnet.db").display());
-    let db = Database::connect(&url, &Options::default()).await.unwrap();
-    body(db.clone()).await;
-    db.close().await;
-
-    let Some(pg) = FreshPostgres::create("the PostgreSQL half of this test").await else {
-        return;
-    };
-    let db = Database::connect(&pg.url, &Options::default())
-        .await
-        .unwrap();
-    let outcome = tokio::spawn(body(db.clone())).await;
-    db.close().await;
-    pg.remove().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic.into_panic());
     }
 }
 
