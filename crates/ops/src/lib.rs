@@ -48,6 +48,14 @@ impl Health {
         }
     }
 
+    /// Say how the service ended: `shut down`, or the error that stopped it.
+    pub fn stopped<E: std::fmt::Display>(&self, result: &Result<(), E>) {
+        self.set(match result {
+            Ok(()) => Readiness::Stopped("shut down".into()),
+            Err(e) => Readiness::Stopped(e.to_string()),
+        });
+    }
+
     /// Where it stands.
     pub fn get(&self) -> Readiness {
         self.state

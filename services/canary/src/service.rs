@@ -111,10 +111,7 @@ pub async fn run_with(
 ) -> Result<(), CanaryError> {
     let health = ops.health(SERVICE);
     let result = serve_all(config, ops, &health, shutdown).await;
-    health.set(match &result {
-        Ok(()) => Readiness::Stopped("shut down".into()),
-        Err(e) => Readiness::Stopped(e.to_string()),
-    });
+    health.stopped(&result);
     result
 }
 

@@ -85,10 +85,7 @@ pub async fn run_with(
     let metrics = Metrics::default();
     ops.register(|r| metrics.register(r));
     let result = serve(config, ops, &health, metrics, shutdown).await;
-    health.set(match &result {
-        Ok(()) => Readiness::Stopped("shut down".into()),
-        Err(e) => Readiness::Stopped(e.to_string()),
-    });
+    health.stopped(&result);
     result
 }
 

@@ -126,10 +126,7 @@ pub async fn run_with(
     ops.register(|r| metrics.register(r));
     let pending = ops.outbox_pending(SERVICE);
     let result = serve(config, &health, metrics, pending, shutdown).await;
-    health.set(match &result {
-        Ok(()) => Readiness::Stopped("shut down".into()),
-        Err(e) => Readiness::Stopped(e.to_string()),
-    });
+    health.stopped(&result);
     result
 }
 

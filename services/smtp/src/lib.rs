@@ -25,7 +25,7 @@ mod spool;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use decnet_ops::{Ops, Readiness};
+use decnet_ops::Ops;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
@@ -68,10 +68,7 @@ pub async fn run_with(
 ) -> Result<(), SmtpError> {
     let health = ops.health(SERVICE);
     let result = serve_all(config, ops, &health, shutdown).await;
-    health.set(match &result {
-        Ok(()) => Readiness::Stopped("shut down".into()),
-        Err(e) => Readiness::Stopped(e.to_string()),
-    });
+    health.stopped(&result);
     result
 }
 
