@@ -83,3 +83,13 @@ where
         std::panic::resume_unwind(panic.into_panic());
     }
 }
+
+/// A time with nanoseconds, which the store cuts to microseconds.
+pub(crate) fn fine(minute: u32) -> DateTime<Utc> {
+    t(minute) + chrono::Duration::nanoseconds(123_456_789)
+}
+
+/// `t` cut to the microseconds the store keeps.
+pub(crate) fn at_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap()
+}
